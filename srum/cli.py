@@ -1,0 +1,177 @@
+"""The `srum` command line: world | pretrain | eval | judge | train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError
+from .io import InputError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ConfigError, InputError, FileNotFoundError) as e:
+        print(f"srum: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="srum", description="SRUM self-rewarding RL for unified multimodal models")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    world = sub.add_parser("world", help="CompWorld v1: render prompts, check images").add_subparsers(dest="world_cmd", required=True)
+    r = world.add_parser("render", help="render a JSONL prompt file to PNGs + manifest")
+    r.add_argument("--prompts", required=True, type=Path)
+    r.add_argument("--out", required=True, type=Path)
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_world_render)
+    c = world.add_parser("check", help="the oracle's verdict for every image of a manifest")
+    c.add_argument("--manifest", required=True, type=Path)
+    c.set_defaults(func=cmd_world_check)
+    s = world.add_parser("prompts", help="write a prompt set as JSONL (heldout, or a slice of the training stream)")
+    s.add_argument("--set", dest="which", choices=["heldout", "train"], default="heldout")
+    s.add_argument("--n", type=int, default=300, help="number of training-stream prompts")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, type=Path)
+    s.set_defaults(func=cmd_world_prompts)
+
+    pt = sub.add_parser("pretrain", help="pretrain the built-in model on CompWorld renders")
+    _config_args(pt)
+    pt.add_argument("--out", required=True, type=Path, help="run directory (resumed if it holds a state)")
+    pt.set_defaults(func=cmd_pretrain)
+
+    ev = sub.add_parser("eval", help="CompWorld-Bench: generate, check with the oracle, report")
+    ev.add_argument("--model", default="builtin")
+    ev.add_argument("--prompts", type=Path, help="JSONL prompt file (default: the held-out evaluation set)")
+    ev.add_argument("--images-per-prompt", type=int, default=4)
+    ev.add_argument("--out", required=True, type=Path)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--steps", type=int, default=20, help="sampler steps")
+    ev.add_argument("--cfg-scale", type=float, default=3.0)
+    ev.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("train", help="the online SRUM loop on the built-in model and CompWorld by default")
+    tr.add_argument("--engine", choices=["local", "ray"], help="overrides engine in the config")
+    tr.add_argument("--steps", type=int, help="overrides steps in the config")
+    tr.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory (resumed if it holds checkpoints)")
+    _config_args(tr)
+    tr.set_defaults(func=cmd_train)
+
+    j = sub.add_parser("judge", help="the model's global P(yes) for each image of a manifest")
+    j.add_argument("--model", default="builtin")
+    j.add_argument("--manifest", required=True, type=Path)
+    j.add_argument("--out", required=True, type=Path)
+    j.set_defaults(func=cmd_judge)
+    return p
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set lr=1e-4 (repeatable)")
+
+
+def cmd_world_render(args) -> int:
+    from .io import write_jsonl
+    from .world import render
+    from .world.files import read_prompts, write_png
+
+    specs = read_prompts(args.prompts)
+    rng = random.Random(args.seed)
+    rows = []
+    for i, spec in enumerate(specs):
+        name = f"{i:05d}.png"
+        write_png(args.out / name, render(spec, rng))
+        rows.append({"file": name, "prompt": spec.prompt, "category": spec.category})
+    write_jsonl(args.out / "manifest.jsonl", rows)
+    print(f"rendered {len(rows)} images to {args.out}")
+    return 0
+
+
+def cmd_world_check(args) -> int:
+    from .evaluate import bench_score
+    from .world import check
+    from .world.files import read_manifest, read_png
+
+    rows = []
+    for f, spec, row in read_manifest(args.manifest):
+        ok, found = check(read_png(f), spec)
+        rows.append({"file": row["file"], "prompt": spec.prompt, "category": spec.category, "passed": ok,
+                     "detected": [f"{d.color} {d.shape}" for d in found]})
+        print(json.dumps(rows[-1]))
+    summary = {"images": len(rows), "passed": sum(r["passed"] for r in rows), **bench_score(rows)}
+    print(json.dumps({"summary": summary}))
+    return 0
+
+
+def cmd_world_prompts(args) -> int:
+    from .io import write_jsonl
+    from .world import heldout_set, training_spec
+
+    specs = heldout_set() if args.which == "heldout" else [training_spec(args.seed, i) for i in range(args.n)]
+    write_jsonl(args.out, [{"prompt": s.prompt, "category": s.category} for s in specs])
+    print(f"wrote {len(specs)} prompts to {args.out}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .config import load_config
+    from .models.mot_pretrain import PretrainConfig, pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    t0 = time.time()
+    model = pretrain(cfg, args.out)
+    print(f"pretrained in {time.time() - t0:.0f} s; model at {args.out / 'model'}")
+    return 0 if model else 1
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval
+    from .models import SampleOptions, load_model
+    from .world import heldout_set
+    from .world.files import read_prompts
+
+    specs = read_prompts(args.prompts) if args.prompts else heldout_set()
+    if args.images_per_prompt < 1:
+        raise InputError("--images-per-prompt must be at least 1")
+    model = load_model(args.model)
+    report = run_eval(model, specs, args.images_per_prompt, args.out, args.seed,
+                      SampleOptions(steps=args.steps, cfg_scale=args.cfg_scale))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import TrainConfig, load_config
+
+    overrides = list(args.overrides)
+    overrides += [f"engine={args.engine}"] if args.engine else []
+    overrides += [f"steps={args.steps}"] if args.steps is not None else []
+    cfg = load_config(TrainConfig, args.config, overrides)
+    if cfg.engine == "ray":
+        raise ConfigError("engine 'ray' is not available yet in this build; use --engine local")
+    from .engine import LocalEngine
+
+    results = LocalEngine(cfg, args.out).run()
+    print(json.dumps({k: {"overall": v["overall"], "judge_mean_global": v.get("judge_mean_global")} for k, v in results.items()}))
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from .evaluate import run_judge
+    from .models import load_model
+
+    rows = run_judge(load_model(args.model), args.manifest, args.out)
+    print(f"judged {len(rows)} images -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

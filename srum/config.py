@@ -1,0 +1,174 @@
+"""Typed configuration: pydantic v2 models, loaded from YAML with dotted `--set key=value` overrides.
+
+An unknown or ill-typed key is a ConfigError that names the key, the file and the line
+(or the `--set` that introduced it), never a stack trace from deep inside a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingConfig(Section):
+    steps: int = 20
+    cfg_scale: float = 3.0
+    eta: float = 0.0
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with where it came from."""
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+    """Build `cls` from an optional YAML file, then apply `key.sub=value` overrides in order."""
+    data: dict[str, Any] = {}
+    lines: dict[tuple, int] = {}
+    if path is not None:
+        data, lines = _read_yaml(Path(path))
+    origin = {k: f"{path}:{n}" for k, n in lines.items()}
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(data, key, value, item)
+        origin[tuple(key)] = f"--set {item}"
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, origin, path)) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    lines: dict[tuple, int] = {}
+    _key_lines(node, (), lines)
+    return data, lines
+
+
+def _key_lines(node, prefix: tuple, out: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = prefix + (k.value,)
+            out[key] = k.start_mark.line + 1
+            _key_lines(v, key, out)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set learner.lr=1e-5")
+    key, raw = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_dotted(data: dict, key: list[str], value: Any, item: str) -> None:
+    d = data
+    for part in key[:-1]:
+        nxt = d.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {item}: {'.'.join(key[:-1])} is a value, not a section")
+        d = nxt
+    d[key[-1]] = value
+
+
+def _explain(e: ValidationError, origin: dict[tuple, str], path) -> str:
+    msgs = []
+    for err in e.errors():
+        loc = tuple(str(x) for x in err["loc"])
+        where = _origin_of(loc, origin) or str(path or "defaults")
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        got = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
+        msgs.append(f"{where}: {'.'.join(loc)}: {what}{got}")
+    return "invalid configuration:\n  " + "\n  ".join(msgs)
+
+
+def _origin_of(loc: tuple, origin: dict[tuple, str]) -> str | None:
+    """Where the innermost key of `loc` was set; else where a key below it was (a value given a section)."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origin:
+            return origin[loc[:n]]
+    return next((v for k, v in origin.items() if k[: len(loc)] == loc), None)
+
+
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# ---- `srum train`: every knob of the online loop ----
+from typing import Literal  # noqa: E402
+
+
+class RolloutConfig(Section):
+    prompts: str = "compworld"  # compworld (the training stream) | a .jsonl / .json prompt file
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 2
+    sampling: SamplingConfig = SamplingConfig(steps=10, cfg_scale=3.0, eta=0.0)
+
+
+class RewardConfig(Section):
+    map: Literal["paper", "signed"] = "paper"
+    use_global: bool = True
+    use_local: bool = True
+    binarize: bool = False
+    centre: bool = False  # per-batch advantage centring of the token weights
+    proposer: str = "components"  # components | grid | module:function (a learned segmenter / detector)
+    max_regions: int = 6
+    min_area: int = 8
+    grid_cells: int = 2
+    match: float = 0.5
+    unmatched: Literal["negative", "drop"] = "negative"
+
+
+class LearnerConfig(Section):
+    lr: float = 1e-4
+    kl_coef: float = 0.1  # lambda: the pull toward the frozen reference that stops reward hacking
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    train: Literal["generation", "all"] = "generation"  # which weights the update touches
+    judge_follows: bool = False  # True: the judge uses the current policy's understanding head
+
+
+class EvalConfig(Section):
+    prompts: int = 300  # the first N prompts of the held-out set (all 300 by default)
+    images_per_prompt: int = 4
+    seed: int = 0
+    at_start: bool = True
+    at_end: bool = True
+
+
+class TrainConfig(Section):
+    engine: Literal["local", "ray"] = "local"
+    model: str = "builtin"
+    seed: int = 0
+    steps: int = 200
+    checkpoint_every: int = 50
+    sample_every: int = 50
+    log_every: int = 1
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    learner: LearnerConfig = LearnerConfig()
+    eval: EvalConfig = EvalConfig()

@@ -1,0 +1,72 @@
+"""The learner: collates scored rollouts, takes one KL-regularised reward-weighted step, versions
+the policy, and saves / restores its state (safetensors, atomic)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import LearnerConfig, RewardConfig
+from ..io import load_tensors, save_tensors
+from ..records import Judgement, Rollout
+from ..rewards.reward_map import centre, pool_to_tokens
+
+
+class Learner:
+    def __init__(self, policy, cfg: LearnerConfig, reward: RewardConfig):
+        self.policy, self.cfg, self.reward = policy, cfg, reward
+        # The frozen reference is the initial policy: the KL term keeps the update near it.
+        self.reference = copy.deepcopy(policy.net).requires_grad_(False).eval()
+        names = set(policy.generation_parameters()) if cfg.train == "generation" else None
+        params = []
+        for n, p in policy.net.named_parameters():
+            p.requires_grad_(names is None or n in names)
+            if p.requires_grad:
+                params.append(p)
+        self.params = params
+        # fp32 master weights: the model itself is fp32 here; mixed precision would keep this copy.
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.version = policy.policy_version
+
+    def token_weights(self, judgements: list[Judgement]) -> torch.Tensor:
+        w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
+        return centre(w) if self.reward.centre else w
+
+    def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator) -> dict[str, float]:
+        rollouts, judgements = zip(*batch)
+        latents = torch.from_numpy(np.stack([r.latent for r in rollouts]))
+        w = self.token_weights(list(judgements))
+        losses = self.policy.srum_loss(latents, [r.prompt for r in rollouts], w, self.reference, self.cfg.kl_coef, generator)
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        self.version += 1
+        self.policy.policy_version = self.version
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "weight_mean": float(w.mean())}
+
+    # ---- state ----
+    def save(self, path: Path, extra: dict[str, str]) -> None:
+        tensors = {}
+        for i, st in self.opt.state_dict()["state"].items():
+            tensors.update({f"opt.{i}.{k}": (v if v.dim() else v.reshape(1)) for k, v in st.items()})
+        tensors.update({f"ref.{k}": v for k, v in self.reference.state_dict().items()})
+        save_tensors(tensors, path, {"version": str(self.version), **extra})
+
+    def load(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        t = load_tensors(path)
+        with safe_open(str(path), "pt") as h:
+            self.version = int(h.metadata()["version"])
+        self.reference.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ref.")})
+        sd = self.opt.state_dict()
+        for i in range(len(self.params)):
+            if f"opt.{i}.step" in t:
+                sd["state"][i] = {k: t[f"opt.{i}.{k}"].reshape(()) if k == "step" else t[f"opt.{i}.{k}"]
+                                  for k in ("step", "exp_avg", "exp_avg_sq")}
+        self.opt.load_state_dict(sd)
+        self.policy.policy_version = self.version

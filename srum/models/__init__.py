@@ -1,0 +1,32 @@
+"""Unified multimodal model backends behind one protocol (see docs/architecture.md):
+
+    generate(prompts, n, seed, opts) -> list[Rollout]      # with what the loss needs to re-score them
+    judge_yes_prob(images, questions) -> np.ndarray        # P(yes); a score in [-1, 1] is 2p - 1
+    flat_weights() / load_flat_weights(flat, version)      # one flat buffer, for broadcast
+    save(dir) / load(dir)                                  # config.json + model.safetensors + tokenizer
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .mot import MotUMM, SampleOptions
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+BACKENDS = {"mot": MotUMM}
+
+
+def load_model(name: str | Path = "builtin"):
+    """'builtin' (the checkpoint shipped in the package) or a local model directory. Never a hub."""
+    d = BUILTIN_DIR if str(name) == "builtin" else Path(name)
+    if not (d / "config.json").exists():
+        what = "the shipped built-in checkpoint is missing from the package" if str(name) == "builtin" else "not a model directory"
+        raise FileNotFoundError(f"{d}: {what} (expected config.json, model.safetensors, tokenizer.json)")
+    kind = json.loads((d / "config.json").read_text()).get("kind", "mot")
+    if kind not in BACKENDS:
+        raise ValueError(f"{d}/config.json: unknown model kind {kind!r}; known: {sorted(BACKENDS)}")
+    return BACKENDS[kind].load(d)
+
+
+__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model"]

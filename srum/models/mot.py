@@ -1,0 +1,192 @@
+"""The built-in unified model (`mot`) behind the backend protocol: generate, judge, weights, save/load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..learner.objective import weighted_flow_loss
+from ..io import atomic_write, load_tensors, save_tensors, write_text
+from ..records import Rollout
+from ..world import parse
+from .mot_net import MotConfig, MotNet, patchify, unpatchify
+from .tokenizer import QUESTION, WordTokenizer
+
+
+@dataclass
+class SampleOptions:
+    steps: int = 20  # Euler steps from noise (t = 1) to data (t = 0)
+    cfg_scale: float = 3.0  # classifier-free guidance; 1.0 switches it off
+    eta: float = 0.0  # 0 = deterministic ODE; > 0 re-injects noise each step (SDE, for exploration)
+
+
+def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float in [-1, 1]."""
+    return torch.as_tensor(images).float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+class MotUMM:
+    """Built-in unified model. `net` holds every weight; the tokenizer is word-level."""
+
+    kind = "mot"
+
+    def __init__(self, cfg: MotConfig, tokenizer: WordTokenizer | None = None, net: MotNet | None = None):
+        self.cfg = cfg
+        self.tok = tokenizer or WordTokenizer.default()
+        if len(self.tok.vocab) != cfg.vocab_size:
+            raise ValueError(f"tokenizer has {len(self.tok.vocab)} words; config says vocab_size={cfg.vocab_size}")
+        self.net = net or MotNet(cfg)
+        self.policy_version = 0
+
+    # ---- generation: rectified flow ----
+    def text_ids(self, prompts: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditioning tokens; rows where `drop` is True get the empty prompt (classifier-free guidance)."""
+        texts = [("" if drop is not None and bool(drop[i]) else p) for i, p in enumerate(prompts)]
+        return self.tok.batch(texts, self.cfg.gen_text_len)
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
+        return self.net.velocity(x_t, t, text_ids, self.tok.pad)
+
+    @torch.no_grad()
+    def sample_latents(self, prompts: list[str], generator: torch.Generator, opts: SampleOptions) -> torch.Tensor:
+        """Integrate the flow from noise to data; returns clean patches (B, N, patch_dim) in ~[-1, 1]."""
+        B, cfg = len(prompts), self.cfg
+        x = torch.randn(B, cfg.grid**2, cfg.patch_dim, generator=generator)
+        cond = self.text_ids(prompts)
+        guided = opts.cfg_scale != 1.0
+        ids = torch.cat([cond, self.text_ids([""] * B)]) if guided else cond
+        ts = torch.linspace(1.0, 0.0, opts.steps + 1)
+        for t, s in zip(ts[:-1], ts[1:]):
+            xin = torch.cat([x, x]) if guided else x
+            v = self.velocity(xin, t.expand(xin.shape[0]), ids)
+            if guided:
+                vc, vu = v.chunk(2)
+                v = vu + opts.cfg_scale * (vc - vu)
+            x = self._step(x, v, float(t), float(s), opts.eta, generator)
+        return x
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Clean patches -> uint8 images (B, H, W, 3)."""
+        return to_uint8(unpatchify(latents, self.cfg.patch, self.cfg.image_size))
+
+    @staticmethod
+    def _step(x, v, t: float, s: float, eta: float, generator) -> torch.Tensor:
+        """Move from time t to s < t. eta = 0 is the Euler step x - (t - s) v; eta > 0 re-mixes a share
+        of fresh noise into the predicted noise (DDIM-style), keeping the marginal at time s."""
+        if eta == 0.0:
+            return x - (t - s) * v
+        x0 = x - t * v
+        eps = x + (1 - t) * v
+        z = torch.randn(x.shape, generator=generator)
+        return (1 - s) * x0 + s * ((1 - eta**2) ** 0.5 * eps + eta * z)
+
+    def generate(self, prompts: list[str], n: int = 1, seed: int = 0, opts: SampleOptions | None = None) -> list[Rollout]:
+        """n images per prompt, deterministic for a seed."""
+        opts = opts or SampleOptions()
+        specs = [parse(p) for p in prompts]
+        flat = [s for s in specs for _ in range(n)]
+        g = torch.Generator().manual_seed(seed)
+        lat = self.sample_latents([s.prompt for s in flat], g, opts)
+        imgs = self.decode(lat)
+        return [
+            Rollout(f"{seed}-{i}", s.prompt, s.category, imgs[i], lat[i].numpy(), self.policy_version)
+            for i, s in enumerate(flat)
+        ]
+
+    # ---- understanding: yes / no ----
+    def answer_logits(self, images: np.ndarray | torch.Tensor, questions: list[str]) -> torch.Tensor:
+        """Two-way logits (yes, no) per image for a yes/no question."""
+        return self.understand(images, questions)[1]
+
+    def understand(self, images, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(LM logits at every text position, the (yes, no) logits at <ans>, the token ids)."""
+        x = to_unit(images).permute(0, 3, 1, 2)
+        ids = self.tok.batch(questions, self.cfg.und_text_len, answer=True)
+        logits = self.net.understand(x, ids, self.tok.pad)
+        last = (ids != self.tok.pad).sum(1) - 1
+        answer = logits[torch.arange(len(ids)), last][:, [self.tok.yes, self.tok.no]]
+        return logits, answer, ids
+
+    @torch.no_grad()
+    def judge_yes_prob(self, images: np.ndarray, questions: list[str], batch: int = 256) -> np.ndarray:
+        """P(yes | image, question), the yes/no answer renormalised over {yes, no}."""
+        out = []
+        for i in range(0, len(questions), batch):
+            out.append(self.answer_logits(images[i : i + batch], questions[i : i + batch]).softmax(-1)[:, 0])
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+    @staticmethod
+    def question(prompt: str) -> str:
+        return QUESTION.format(prompt)
+
+    def patches(self, images: np.ndarray) -> torch.Tensor:
+        return patchify(to_unit(images), self.cfg.patch)
+
+    # ---- the SRUM objective at this backend's token grid ----
+    @property
+    def token_grid(self) -> int:
+        return self.cfg.grid
+
+    def srum_loss(self, latents: torch.Tensor, prompts: list[str], token_weights: torch.Tensor, reference: MotNet,
+                  kl_coef: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Re-noise the policy's own clean latents, weight the velocity error per token, add lambda * KL."""
+        x0 = latents
+        eps = torch.randn(x0.shape, generator=generator)
+        t = torch.rand(x0.shape[0], generator=generator)
+        x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+        ids = self.text_ids(prompts)
+        v = self.velocity(x_t, t, ids)
+        with torch.no_grad():
+            v_ref = reference.velocity(x_t, t, ids, self.tok.pad)
+        return weighted_flow_loss(v, eps - x0, v_ref, token_weights, kl_coef)
+
+    def generation_parameters(self) -> list[str]:
+        """Names of the generation expert's weights (the rest is the understanding side)."""
+        gen = ("gen_in.", "gen_img_pos", "time_mlp.", "gen_norm.", "gen_out.")
+        return [n for n, _ in self.net.named_parameters() if n.startswith(gen) or ".gen." in n]
+
+    # ---- weights ----
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.net.state_dict()
+
+    def flat_weights(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.net.state_dict().values()])
+
+    def load_flat_weights(self, flat: torch.Tensor, version: int | None = None) -> None:
+        params = list(self.net.state_dict().values())
+        total = sum(t.numel() for t in params)
+        if flat.numel() != total:  # check before copying: a bad buffer must not leave half-loaded weights
+            raise ValueError(f"flat weights have {flat.numel()} values; the model has {total}")
+        with torch.no_grad():
+            for t, chunk in zip(params, flat.split([t.numel() for t in params])):
+                t.copy_(chunk.view_as(t))
+        if version is not None:
+            self.policy_version = version
+
+    def save(self, directory: Path) -> None:
+        """config.json + model.safetensors + tokenizer.json, each written atomically."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.net.state_dict(), d / "model.safetensors", {"policy_version": str(self.policy_version)})
+        atomic_write(d / "tokenizer.json", self.tok.save)
+        write_text(d / "config.json", json.dumps({"kind": self.kind, **self.cfg.model_dump()}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> "MotUMM":
+        d = Path(directory)
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not (d / f).exists():
+                raise FileNotFoundError(f"{d}: not a srum model directory (missing {f})")
+        raw = json.loads((d / "config.json").read_text())
+        raw.pop("kind", None)
+        model = cls(MotConfig(**raw), WordTokenizer.load(d / "tokenizer.json"))
+        model.net.load_state_dict(load_tensors(d / "model.safetensors"))
+        return model

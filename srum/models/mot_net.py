@@ -1,0 +1,162 @@
+"""The built-in unified model's network: a toy BAGEL-style mixture-of-transformers (MoT).
+
+One sequence, shared self-attention, two sets of expert weights chosen by token type:
+- understanding expert: text tokens, and clean image patches from a small conv vision encoder;
+- generation expert: noisy image patches (rectified flow), with a timestep embedding.
+Understanding reads a yes/no answer from the LM head; generation predicts the flow velocity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class MotConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_size: int = 32
+    patch: int = 4
+    d_model: int = 128
+    n_layers: int = 6
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    vocab_size: int = 34
+    gen_text_len: int = 12  # <bos> + longest prompt (10 words) + slack
+    und_text_len: int = 18  # <bos> + question around the prompt + <ans>
+    vision_channels: int = 32
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch * self.patch * 3
+
+
+class Expert(nn.Module):
+    """One expert's half of a transformer layer: everything except the attention operation itself."""
+
+    def __init__(self, d: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
+
+
+class MoTLayer(nn.Module):
+    def __init__(self, cfg: MotConfig):
+        super().__init__()
+        self.heads = cfg.n_heads
+        self.und = Expert(cfg.d_model, cfg.mlp_ratio)
+        self.gen = Expert(cfg.d_model, cfg.mlp_ratio)
+
+    def forward(self, parts: list[tuple[torch.Tensor, Expert]], mask: torch.Tensor) -> list[torch.Tensor]:
+        """parts: the sequence as consecutive (tokens, expert) segments; attention spans all of them."""
+        q, k, v = zip(*(self._qkv(x, e) for x, e in parts))
+        o = F.scaled_dot_product_attention(torch.cat(q, 2), torch.cat(k, 2), torch.cat(v, 2), attn_mask=mask)
+        outs, start = [], 0
+        for x, e in parts:
+            L = x.shape[1]
+            h = o[:, :, start : start + L].transpose(1, 2).reshape(x.shape)
+            x = x + e.proj(h)
+            outs.append(x + e.mlp(e.norm2(x)))
+            start += L
+        return outs
+
+    def _qkv(self, x: torch.Tensor, e: Expert):
+        B, L, D = x.shape
+        qkv = e.qkv(e.norm1(x)).view(B, L, 3, self.heads, D // self.heads)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, dh)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = 1000 * t.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], -1)
+
+
+def block_mask(blocks: list[int], key_pad: torch.Tensor) -> torch.Tensor:
+    """Bool (B, 1, L, L): a query attends to non-pad keys of its own or an earlier block.
+    blocks: block id per position (same for every row); key_pad: (B, L) True where padding."""
+    b = torch.tensor(blocks, device=key_pad.device)
+    allowed = b[None, :] <= b[:, None]  # (Lq, Lk)
+    return (allowed[None] & ~key_pad[:, None, :])[:, None]
+
+
+class MotNet(nn.Module):
+    def __init__(self, cfg: MotConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, n_img = cfg.d_model, cfg.grid**2
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.text_pos = nn.Parameter(torch.zeros(max(cfg.gen_text_len, cfg.und_text_len), d))
+        c = cfg.vision_channels
+        # Understanding sees clean pixels through its own small encoder (BAGEL: a ViT for understanding,
+        # a VAE latent for generation): two 3x3 convs keep the pixel detail that shape judgements need.
+        self.vision = nn.Sequential(
+            nn.Conv2d(3, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU(),
+            nn.Conv2d(c, d, cfg.patch, stride=cfg.patch),
+        )
+        self.und_img_pos = nn.Parameter(torch.zeros(n_img, d))
+        self.gen_in = nn.Linear(cfg.patch_dim, d)
+        self.gen_img_pos = nn.Parameter(torch.zeros(n_img, d))
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.layers = nn.ModuleList(MoTLayer(cfg) for _ in range(cfg.n_layers))
+        self.und_norm = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, cfg.vocab_size)
+        self.gen_norm = nn.LayerNorm(d)
+        self.gen_out = nn.Linear(d, cfg.patch_dim)
+        for p in (self.text_pos, self.und_img_pos, self.gen_img_pos):
+            nn.init.normal_(p, std=0.02)
+        nn.init.zeros_(self.gen_out.weight)
+        nn.init.zeros_(self.gen_out.bias)
+
+    def _text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.tok_emb(ids) + self.text_pos[: ids.shape[1]]
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """x_t: (B, N, patch_dim) noisy patches; t: (B,) in [0, 1]; text_ids: (B, Lt) -> velocity (B, N, patch_dim)."""
+        text = self._text(text_ids)
+        img = self.gen_in(x_t) + self.gen_img_pos + self.time_mlp(timestep_embedding(t, self.cfg.d_model))[:, None]
+        key_pad = torch.cat([text_ids == pad_id, torch.zeros(img.shape[:2], dtype=torch.bool, device=img.device)], 1)
+        mask = block_mask([0] * text.shape[1] + [1] * img.shape[1], key_pad)
+        for layer in self.layers:
+            text, img = layer([(text, layer.und), (img, layer.gen)], mask)
+        return self.gen_out(self.gen_norm(img))
+
+    def understand(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """images: (B, 3, H, W) in [-1, 1]; text_ids: (B, Lt) -> LM logits at every text position (B, Lt, V).
+        Image tokens see the image; text is causal over image + earlier text, like a VLM's decoder."""
+        img = self.vision(images).flatten(2).transpose(1, 2) + self.und_img_pos
+        x = torch.cat([img, self._text(text_ids)], 1)
+        key_pad = torch.cat([torch.zeros(img.shape[:2], dtype=torch.bool, device=img.device), text_ids == pad_id], 1)
+        mask = block_mask([0] * img.shape[1] + list(range(1, text_ids.shape[1] + 1)), key_pad)
+        for layer in self.layers:
+            (x,) = layer([(x, layer.und)], mask)
+        return self.lm_head(self.und_norm(x[:, img.shape[1] :]))
+
+    def answer_logits(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """LM logits at the <ans> token (the last non-pad one): (B, V)."""
+        logits = self.understand(images, text_ids, pad_id)
+        last = (text_ids != pad_id).sum(1) - 1
+        return logits[torch.arange(logits.shape[0], device=logits.device), last]
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, H, W, 3) -> (B, (H/p)*(W/p), p*p*3)."""
+    B, H, W, C = x.shape
+    return x.reshape(B, H // p, p, W // p, p, C).permute(0, 1, 3, 2, 4, 5).reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def unpatchify(x: torch.Tensor, p: int, size: int) -> torch.Tensor:
+    """(B, N, p*p*3) -> (B, H, W, 3)."""
+    B, g = x.shape[0], size // p
+    return x.reshape(B, g, g, p, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(B, size, size, 3)

@@ -1,0 +1,210 @@
+"""`srum pretrain`: train the built-in MoT model on CompWorld renders.
+
+Generation: rectified flow on rendered images of training-stream prompts (10 % empty prompts for
+classifier-free guidance). Understanding: yes/no questions on renders with hard negatives (perturbed
+prompts, renders of perturbed scenes, image-space corruptions, object crops). Every batch is a pure
+function of (seed, step), so a resumed run sees exactly the data an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from ..io import load_tensors, save_tensors, write_json
+from ..world import layout, parse, passes, training_spec
+from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt
+from ..world.render import draw
+from ..world.spec import COLORS, SHAPES
+from .mot import MotUMM, to_unit
+from .mot_net import MotConfig, patchify
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: MotConfig = MotConfig()
+    seed: int = 0
+    steps: int = 6000
+    gen_batch: int = 64
+    und_batch: int = 64
+    lr: float = 1e-3
+    warmup: int = 300
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    cond_drop: float = 0.1
+    caption_coef: float = 0.5
+    ema: float = 0.999
+    checkpoint_every: int = 250
+    threads: int = 2
+    time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
+
+
+# ---- data: each batch a pure function of (seed, step) ----
+
+
+def gen_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str]]:
+    rng = random.Random(f"gen/{cfg.seed}/{step}")
+    specs = [training_spec(cfg.seed, step * cfg.gen_batch + i) for i in range(cfg.gen_batch)]
+    imgs = np.stack([draw(layout(s, rng)) for s in specs])
+    prompts = ["" if rng.random() < cfg.cond_drop else s.prompt for s in specs]
+    return imgs, prompts
+
+
+def und_example(rng: random.Random, spec) -> tuple[np.ndarray, str, bool]:
+    """One (image, prompt, label) understanding example from a render of `spec`."""
+    objs = layout(spec, rng)
+    img = draw(objs)
+    r = rng.random()
+    if r < 0.30:  # the render itself, under benign noise
+        img, text = global_noise(img, rng), spec.prompt
+    elif r < 0.50:  # a prompt that differs in one detail
+        img, text = global_noise(img, rng), perturb_prompt(spec, rng).prompt
+    elif r < 0.60:  # a render of a perturbed scene, asked about the original prompt
+        other = perturb_prompt(spec, rng)
+        img, text = global_noise(draw(layout(other, rng)), rng), spec.prompt
+    elif r < 0.85:  # one or two broken objects
+        img, text = corrupt(img, objs, rng, rng.choice([1, 1, 2])), spec.prompt
+    else:  # an object crop, as the local judge sees regions
+        if rng.random() < 0.5:
+            img = corrupt(img, objs, rng, 1)
+        o = rng.choice(objs)
+        img = crop_region(img, o.box, pad=rng.choice([0, 1, 2]))
+        c, s = (o.color, o.shape) if rng.random() < 0.6 else (rng.choice(list(COLORS)), rng.choice(SHAPES))
+        text = f"a {c} {s}"
+    return img, text, passes(img, parse(text))
+
+
+def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    rng = random.Random(f"und/{cfg.seed}/{step}")
+    ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i)) for i in range(cfg.und_batch)]
+    imgs, texts, labels = zip(*ex)
+    return np.stack(imgs), list(texts), np.array(labels, np.float32)
+
+
+# ---- losses ----
+
+
+def flow_loss(model: MotUMM, imgs: np.ndarray, prompts: list[str], g: torch.Generator) -> torch.Tensor:
+    x0 = patchify(to_unit(imgs), model.cfg.patch)
+    eps = torch.randn(x0.shape, generator=g)
+    t = torch.rand(x0.shape[0], generator=g)
+    x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+    v = model.velocity(x_t, t, model.tok.batch(prompts, model.cfg.gen_text_len))
+    return F.mse_loss(v, eps - x0)
+
+
+def understanding_loss(model: MotUMM, imgs: np.ndarray, texts: list[str], labels: np.ndarray):
+    """(yes/no loss, caption loss, yes/no accuracy). The caption loss — next-token prediction of the
+    question on images it truly describes — gives the understanding expert many bits per example where
+    the yes/no answer gives one; it is what makes the judge learn in CPU-hours (as BAGEL's
+    understanding is trained by next-token prediction)."""
+    logits, answer, ids = model.understand(imgs, [model.question(t) for t in texts])
+    margin = answer[:, 0] - answer[:, 1]  # log P(yes) - log P(no)
+    y = torch.from_numpy(labels)
+    yes_no = F.binary_cross_entropy_with_logits(margin, y)
+    nxt = ids[:, 1:].clone()
+    nxt[(nxt == model.tok.ans) | (y[:, None] < 0.5)] = model.tok.pad  # only true captions, not the <ans> slot
+    caption = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), nxt.reshape(-1), ignore_index=model.tok.pad)
+    return yes_no, caption, ((margin > 0).float() == y).float().mean()
+
+
+# ---- the loop ----
+
+
+def lr_at(cfg: PretrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
+    """Train (resuming from out/state if present); writes out/model (EMA weights) and out/log.jsonl."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "pretrain_config.json", cfg.model_dump())
+    torch.manual_seed(cfg.seed)
+    model = MotUMM(cfg.model)
+    ema = copy.deepcopy(model.net).requires_grad_(False)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed = _resume(out / "state", model, ema, opt)
+    t_start, logf = time.time() - elapsed, (out / "log.jsonl").open("a")
+    bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", mininterval=5)
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        l_gen = flow_loss(model, *gen_batch(cfg, step), g)
+        l_und, l_cap, acc = understanding_loss(model, *und_batch(cfg, step))
+        opt.zero_grad(set_to_none=True)
+        (l_gen + l_und + cfg.caption_coef * l_cap).backward()
+        torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
+        opt.step()
+        _ema_update(ema, model.net, cfg.ema if step > cfg.warmup else 0.0)
+        step += 1
+        bar.update(1)
+        if step % 25 == 0:
+            rec = {"step": step, "flow": round(l_gen.item(), 5), "yesno": round(l_und.item(), 5), "caption": round(l_cap.item(), 4),
+                   "yesno_acc": round(acc.item(), 4), "lr": lr_at(cfg, step), "elapsed_s": round(time.time() - t_start, 1)}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            bar.set_postfix(flow=rec["flow"], yesno=rec["yesno"], acc=rec["yesno_acc"])
+        over_budget = cfg.time_budget_min and time.time() - t_start > 60 * cfg.time_budget_min
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or over_budget:
+            _save(out, step, time.time() - t_start, model, ema, opt)
+        if over_budget:
+            log(f"time budget of {cfg.time_budget_min} min reached at step {step}")
+            break
+    bar.close()
+    final = MotUMM(cfg.model, model.tok, ema)
+    return final
+
+
+def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.state_dict().values(), net.state_dict().values()):
+            e.mul_(decay).add_(p, alpha=1 - decay)
+
+
+def _save(out: Path, step: int, elapsed: float, model: MotUMM, ema, opt) -> None:
+    MotUMM(model.cfg, model.tok, ema).save(out / "model")
+    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        tensors.update({f"opt.{i}.{k}": (v if v.dim() else v.reshape(1)) for k, v in st.items()})
+    meta = {"step": str(step), "elapsed_s": str(elapsed), "peak_rss_mb": str(peak_rss_mb())}
+    save_tensors(tensors, out / "state" / "train_state.safetensors", meta)
+
+
+def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float]:
+    f = state_dir / "train_state.safetensors"
+    if not f.exists():
+        return 0, 0.0
+    from safetensors import safe_open
+
+    with safe_open(str(f), "pt") as h:
+        meta = h.metadata()
+    t = load_tensors(f)
+    model.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
+    ema.load_state_dict(MotUMM.load(state_dir.parent / "model").net.state_dict())
+    sd = opt.state_dict()
+    for i in range(len(sd["param_groups"][0]["params"])):
+        sd["state"][i] = {k: t[f"opt.{i}.{k}"].reshape(()) if k == "step" else t[f"opt.{i}.{k}"]
+                          for k in ("step", "exp_avg", "exp_avg_sq")}
+    opt.load_state_dict(sd)
+    return int(meta["step"]), float(meta["elapsed_s"])
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -1,0 +1,71 @@
+"""Self-judging: the model's own understanding head scores its generations, globally and per region.
+
+global  g   = 2 P(yes | image, prompt) - 1
+local   s_r = 2 P(yes | region, best-matching object phrase of the prompt) - 1
+A region in which the model recognises none of the prompt's objects (best P(yes) below `match`) is
+either scored as it is (negative: something unrequested is there) or dropped, the paper's filter.
+All questions of a batch of images, global and local, go through one batched forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..records import Judgement, Region, Rollout
+from ..world import parse
+from ..world.corrupt import crop_region
+from .proposals import Proposer
+from .reward_map import reward_map
+
+
+@dataclass
+class JudgeOptions:
+    signed: bool = False  # signed map instead of the paper's
+    use_global: bool = True
+    use_local: bool = True
+    binarize: bool = False
+    match: float = 0.5  # a region "shows" a named object when P(yes) >= match
+    unmatched: str = "negative"  # negative | drop
+
+
+def object_phrases(prompt: str) -> list[str]:
+    """The distinct objects a prompt names, as single-object phrases ('a red square')."""
+    return sorted({f"a {c} {s}" for c, s in parse(prompt).objects})
+
+
+class SelfJudge:
+    def __init__(self, model, proposer: Proposer, opts: JudgeOptions | None = None):
+        self.model, self.proposer, self.opts = model, proposer, opts or JudgeOptions()
+
+    def judge(self, rollouts: list[Rollout]) -> list[Judgement]:
+        images, questions, owners = [], [], []  # owner: (rollout index, region index or -1, phrase)
+        boxes = []
+        for i, r in enumerate(rollouts):
+            images.append(r.image)
+            questions.append(self.model.question(r.prompt))
+            owners.append((i, -1, None))
+            bs = self.proposer(r.image) if self.opts.use_local else []
+            boxes.append(bs)
+            for k, box in enumerate(bs):
+                crop = crop_region(r.image, box)
+                for phrase in object_phrases(r.prompt):
+                    images.append(crop)
+                    questions.append(self.model.question(phrase))
+                    owners.append((i, k, phrase))
+        p = self.model.judge_yes_prob(np.stack(images), questions)
+        return [self._assemble(r, boxes[i], [(o, q) for o, q in zip(owners, p) if o[0] == i]) for i, r in enumerate(rollouts)]
+
+    def _assemble(self, r: Rollout, boxes, answers) -> Judgement:
+        g = 2 * float(next(q for (_, k, _), q in answers if k == -1)) - 1
+        regions = []
+        for k, box in enumerate(boxes):
+            phrase, best = max(((ph, q) for (_, kk, ph), q in answers if kk == k), key=lambda a: a[1])
+            if best < self.opts.match and self.opts.unmatched == "drop":
+                continue
+            regions.append(Region(tuple(int(v) for v in box), phrase, 2 * float(best) - 1))
+        o = self.opts
+        m = reward_map(g, [(reg.box, reg.score) for reg in regions], r.image.shape[:2], o.signed, o.use_global,
+                       o.use_local, o.binarize)
+        return Judgement(r.id, g, regions, m)

@@ -1,0 +1,52 @@
+"""The dense reward map: a global score and region scores -> a float32 H x W map -> per-token weights.
+
+Paper form (default): 0.5 everywhere; each region raised to (s_r + 1) / 2 where that is larger; the
+whole map times (g + 1) / 2. A negatively judged region is never pushed below the background.
+Signed form (ours): each region *set* to (s_r + 1) / 2 (the lowest wins where regions overlap), times
+(g + 1) / 2, then mapped to [-1, 1] by 2m - 1, so a badly judged region gets a negative weight and
+the update pushes the sample away there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .proposals import Box
+
+
+def reward_map(g: float, regions: list[tuple[Box, float]], size: tuple[int, int], signed: bool = False,
+               use_global: bool = True, use_local: bool = True, binarize: bool = False) -> np.ndarray:
+    h, w = size
+    if binarize:
+        g = 1.0 if g > 0 else -1.0
+        regions = [(b, 1.0 if s > 0 else -1.0) for b, s in regions]
+    m = np.full((h, w), 0.5, np.float32)
+    if use_local:
+        low = np.full((h, w), np.inf, np.float32)
+        for (x0, y0, x1, y1), s in regions:
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)  # boxes may reach outside
+            if x1 <= x0 or y1 <= y0:
+                continue
+            v = (float(np.clip(s, -1, 1)) + 1) / 2
+            if signed:
+                low[y0:y1, x0:x1] = np.minimum(low[y0:y1, x0:x1], v)
+            else:
+                m[y0:y1, x0:x1] = np.maximum(m[y0:y1, x0:x1], v)
+        if signed:
+            m = np.where(np.isfinite(low), low, m).astype(np.float32)
+    if use_global:
+        m = m * (float(np.clip(g, -1, 1)) + 1) / 2
+    return (2 * m - 1).astype(np.float32) if signed else m
+
+
+def pool_to_tokens(maps: np.ndarray, grid: int) -> torch.Tensor:
+    """(B, H, W) maps -> (B, grid * grid) token weights by area average (row-major, like patchify)."""
+    t = torch.as_tensor(maps, dtype=torch.float32)[:, None]
+    return F.adaptive_avg_pool2d(t, grid).flatten(1)
+
+
+def centre(weights: torch.Tensor) -> torch.Tensor:
+    """Per-batch advantage centring: subtract the batch mean of the token weights."""
+    return weights - weights.mean()

@@ -1,0 +1,50 @@
+"""Fixed, seeded CompWorld v1 prompt sets: a held-out evaluation set and a training stream that
+never yields a held-out prompt."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from functools import lru_cache
+
+from .prompts import Spec, enumerate_prompts, parse
+from .spec import CATEGORIES
+
+SPLIT_SEED = "compworld-v1-heldout"
+# Small categories hold out a third of their prompts; the large ones 86 each: 300 prompts in all.
+HELD_OUT = {"single": 6, "color": 86, "shape": 12, "spatial": 86, "numeracy": 24, "complex": 86}
+
+
+@lru_cache(maxsize=1)
+def _split() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    held, train = {}, {}
+    for cat in CATEGORIES:
+        prompts = enumerate_prompts(cat)
+        random.Random(f"{SPLIT_SEED}/{cat}").shuffle(prompts)
+        held[cat], train[cat] = prompts[: HELD_OUT[cat]], prompts[HELD_OUT[cat] :]
+    return held, train
+
+
+def heldout_set() -> list[Spec]:
+    """The 300-prompt evaluation set, category by category, in a fixed order."""
+    held, _ = _split()
+    return [parse(p) for cat in CATEGORIES for p in held[cat]]
+
+
+def training_prompts(category: str) -> list[str]:
+    return _split()[1][category]
+
+
+def training_spec(seed: int, index: int) -> Spec:
+    """Prompt number `index` of the training stream `seed`: uniform category, then uniform prompt.
+    Random access by index, so a checkpoint only needs to remember its position."""
+    rng = random.Random(f"train/{seed}/{index}")
+    cat = rng.choice(CATEGORIES)
+    return parse(rng.choice(_split()[1][cat]))
+
+
+def training_stream(seed: int, start: int = 0) -> Iterator[Spec]:
+    i = start
+    while True:
+        yield training_spec(seed, i)
+        i += 1

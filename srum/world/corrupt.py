@@ -1,0 +1,165 @@
+"""Hard negatives for teaching a model to *understand* CompWorld images.
+
+Two families, both made from renders only (never from a model's generations):
+- text-side: a prompt perturbed by one detail (colour, shape, count, relation, or another prompt);
+- image-side: corruptions of a render (a broken, smeared, dimmed, recoloured or misshapen object,
+  a stray blob, blur and noise over the whole image).
+A corrupted image is labelled by the world's own rules (`passes`), so a mild corruption that still
+meets the prompt is a positive: the model learns where the boundary lies, not that "noisy = wrong".
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from scipy import ndimage
+
+from .prompts import PromptError, Spec, parse, sample_prompt
+from .render import Placed
+from .spec import BOX, CANVAS, COLORS, NUMBERS, RELATIONS, SHAPES
+
+_NUM_WORD = {v: k for k, v in NUMBERS.items()}
+_COLOR_LIST = list(COLORS)
+
+
+def perturb_prompt(spec: Spec, rng: random.Random) -> Spec:
+    """A grammatical prompt that differs from `spec` in one detail (or, sometimes, entirely)."""
+    for _ in range(50):
+        try:
+            out = parse(_perturb_words(spec, rng))
+        except PromptError:
+            continue
+        if out.prompt != spec.prompt:
+            return out
+    return sample_prompt(rng)
+
+
+def _perturb_words(spec: Spec, rng: random.Random) -> str:
+    words = spec.prompt.split()
+    kind = rng.choice(["color", "shape", "count", "relation", "other", "any"])
+    if kind == "color":
+        idx = [i for i, w in enumerate(words) if w in COLORS]
+        words[rng.choice(idx)] = rng.choice(_COLOR_LIST)
+    elif kind == "shape":
+        i = rng.choice([i for i, w in enumerate(words) if w.rstrip("s") in SHAPES])
+        plural = words[i].endswith("s")
+        words[i] = rng.choice(SHAPES) + ("s" if plural else "")
+    elif kind == "count" and words[0] in NUMBERS:
+        n = rng.choice([k for k in (1, 2, 3, 4) if k != NUMBERS[words[0]]])
+        words[0] = _NUM_WORD[n]
+        words[2] = words[2].rstrip("s") + ("s" if n > 1 else "")
+    elif kind == "relation" and spec.relations:
+        rel = spec.relations[0][1]
+        text = " ".join(words).replace(rel, rng.choice([r for r in RELATIONS if r != rel]))
+        return text
+    elif kind == "other":
+        return sample_prompt(rng, spec.category).prompt
+    else:
+        return sample_prompt(rng).prompt
+    return " ".join(words)
+
+
+# ---- image-side corruptions: each takes the image and the placed objects, returns a new image ----
+
+
+def _obj_slice(o: Placed):
+    x0, y0, x1, y1 = o.box
+    return slice(y0, y1), slice(x0, x1)
+
+
+def erase_part(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Cut a rectangle out of one object (a broken object)."""
+    o = rng.choice(objs)
+    w, h = rng.randint(1, 7), rng.randint(1, 7)
+    x, y = o.x0 + rng.randint(-2, BOX - 1), o.y0 + rng.randint(-2, BOX - 1)
+    img[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = 0
+    return img
+
+
+def stray_blob(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Paint an unrequested blob of some colour somewhere (possibly touching an object)."""
+    w, h = rng.randint(2, 7), rng.randint(2, 7)
+    x, y = rng.randint(0, CANVAS - w), rng.randint(0, CANVAS - h)
+    img[y : y + h, x : x + w] = COLORS[rng.choice(_COLOR_LIST)]
+    return img
+
+
+def recolor(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Blend one object's colour toward another colour, or dim it toward black."""
+    o = rng.choice(objs)
+    sl = _obj_slice(o)
+    patch = img[sl].astype(np.float32)
+    on = patch.any(-1)
+    target = np.zeros(3) if rng.random() < 0.4 else np.array(COLORS[rng.choice(_COLOR_LIST)], np.float32)
+    a = rng.uniform(0.15, 0.9)
+    patch[on] = (1 - a) * patch[on] + a * target
+    img[sl] = patch.clip(0, 255).astype(np.uint8)
+    return img
+
+
+def misshape(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Redraw one object as a superellipse of another size and aspect (between circle, square, diamond)."""
+    o = rng.choice(objs)
+    cx, cy = o.centre
+    sl = _obj_slice(o)
+    img[sl][img[sl].any(-1)] = 0
+    rx, ry = rng.uniform(2.5, 6.5), rng.uniform(2.5, 6.5)
+    p = rng.choice([0.8, 1.0, 1.5, 2.0, 3.0, 6.0])
+    yy, xx = np.mgrid[0:CANVAS, 0:CANVAS] + 0.5
+    mask = np.abs((xx - cx) / rx) ** p + np.abs((yy - cy) / ry) ** p <= 1.0
+    img[mask] = COLORS[o.color]
+    return img
+
+
+def smear(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Blur one object (and its surroundings) strongly."""
+    o = rng.choice(objs)
+    x0, y0, x1, y1 = o.box
+    sl = slice(max(y0 - 3, 0), y1 + 3), slice(max(x0 - 3, 0), x1 + 3)
+    img[sl] = ndimage.gaussian_filter(img[sl].astype(np.float32), (rng.uniform(0.7, 2.5),) * 2 + (0,)).round()
+    return img
+
+
+def shift(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Move one object a few pixels (it may touch, overlap or leave the canvas)."""
+    o = rng.choice(objs)
+    sl = _obj_slice(o)
+    piece = img[sl].copy()
+    img[sl] = 0
+    dx, dy = rng.randint(-6, 6), rng.randint(-6, 6)
+    x0, y0 = min(max(o.x0 + dx, 0), CANVAS - BOX), min(max(o.y0 + dy, 0), CANVAS - BOX)
+    dst = img[y0 : y0 + BOX, x0 : x0 + BOX]
+    on = piece.any(-1)
+    dst[on] = piece[on]
+    return img
+
+
+OBJECT_CORRUPTIONS = [erase_part, stray_blob, recolor, misshape, smear, shift]
+
+
+def global_noise(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Blur and pixel noise over the whole image, like an imperfect generator's output."""
+    x = img.astype(np.float32)
+    if rng.random() < 0.4:
+        x = ndimage.gaussian_filter(x, (rng.uniform(0.3, 0.9),) * 2 + (0,))
+    if rng.random() < 0.6:
+        x = x + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 30), x.shape)
+    return x.clip(0, 255).round().astype(np.uint8)
+
+
+def corrupt(img: np.ndarray, objs: list[Placed], rng: random.Random, n_object: int) -> np.ndarray:
+    img = img.copy()
+    for _ in range(n_object):
+        img = rng.choice(OBJECT_CORRUPTIONS)(img, objs, rng)
+    return global_noise(img, rng)
+
+
+def crop_region(img: np.ndarray, box: tuple[int, int, int, int], pad: int = 1) -> np.ndarray:
+    """Keep only the pixels inside a box (padded), black elsewhere, at the same position:
+    how a region is shown to the understanding head for a local judgement."""
+    x0, y0, x1, y1 = box
+    out = np.zeros_like(img)
+    sl = slice(max(y0 - pad, 0), min(y1 + pad, CANVAS)), slice(max(x0 - pad, 0), min(x1 + pad, CANVAS))
+    out[sl] = img[sl]
+    return out

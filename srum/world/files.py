@@ -1,0 +1,59 @@
+"""CompWorld on disk: prompt files (JSONL), PNG images and manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..io import InputError, atomic_write, read_jsonl
+from .prompts import PromptError, Spec, parse
+from .spec import CANVAS
+
+
+def read_prompts(path: Path) -> list[Spec]:
+    """JSONL with "prompt" (and optional "category") per line; errors name the file and line."""
+    specs = []
+    for n, obj in read_jsonl(path):
+        if not isinstance(obj.get("prompt"), str):
+            raise InputError(f"{path}:{n}: missing string field 'prompt'")
+        try:
+            spec = parse(obj["prompt"])
+        except PromptError as e:
+            raise InputError(f"{path}:{n}: {e}") from None
+        if "category" in obj and obj["category"] != spec.category:
+            raise InputError(f"{path}:{n}: category {obj['category']!r} does not match the prompt (it is {spec.category!r})")
+        specs.append(spec)
+    if not specs:
+        raise InputError(f"{path}: no prompts")
+    return specs
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    atomic_write(path, lambda p: Image.fromarray(image, "RGB").save(p, format="PNG"))
+
+
+def read_png(path: Path) -> np.ndarray:
+    img = np.asarray(Image.open(path).convert("RGB"))
+    if img.shape != (CANVAS, CANVAS, 3):
+        raise InputError(f"{path}: CompWorld images are {CANVAS}x{CANVAS}; got {img.shape[1]}x{img.shape[0]}")
+    return img
+
+
+def read_manifest(path: Path) -> list[tuple[Path, Spec, dict]]:
+    """(image path, spec, the row) per manifest line; paths are relative to the manifest's folder."""
+    rows = []
+    for n, obj in read_jsonl(path):
+        for key in ("file", "prompt"):
+            if not isinstance(obj.get(key), str):
+                raise InputError(f"{path}:{n}: missing string field {key!r}")
+        try:
+            spec = parse(obj["prompt"])
+        except PromptError as e:
+            raise InputError(f"{path}:{n}: {e}") from None
+        f = Path(path).parent / obj["file"]
+        if not f.exists():
+            raise InputError(f"{path}:{n}: image {obj['file']!r} not found next to the manifest")
+        rows.append((f, spec, obj))
+    return rows

@@ -1,0 +1,98 @@
+"""CompWorld v1 oracle: detect objects in any 32 x 32 RGB image and check it against a prompt."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .prompts import Spec
+from .render import relation_holds
+from .spec import CANVAS, CHECK_REL_GAP, COLORS
+
+_NAMES = list(COLORS)  # label k < 6 is a colour; label 6 is black
+_REFS = np.array([COLORS[c] for c in _NAMES] + [(0, 0, 0)], np.float64)
+BACKGROUND_DISTANCE = 80.0
+MIN_PIXELS = 12
+MAX_ASPECT = 1.6
+SQUARE_FILL = 0.88
+CIRCLE_FILL = 0.66
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass(frozen=True)
+class Detected:
+    color: str
+    shape: str  # square | circle | triangle | unknown
+    box: tuple[int, int, int, int]  # x_min, y_min, x_max, y_max (inclusive)
+    pixels: int
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return ((x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2)
+
+
+def label_pixels(image: np.ndarray) -> np.ndarray:
+    """Per pixel: index of the nearest colour (0..5), or -1 for black / farther than 80 (background)."""
+    _check_image(image)
+    d = np.linalg.norm(image.astype(np.float64)[:, :, None, :] - _REFS[None, None], axis=-1)
+    lab = d.argmin(-1)
+    lab[(lab == len(_NAMES)) | (d.min(-1) > BACKGROUND_DISTANCE)] = -1
+    return lab
+
+
+def classify_shape(w: int, h: int, pixels: int) -> str:
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        return "unknown"
+    fill = pixels / (w * h)
+    if fill >= SQUARE_FILL:
+        return "square"
+    return "circle" if fill >= CIRCLE_FILL else "triangle"
+
+
+def detect(image: np.ndarray) -> list[Detected]:
+    """Every object the oracle sees, in a fixed order (colour, then scan order)."""
+    lab = label_pixels(image)
+    found = []
+    for k, name in enumerate(_NAMES):
+        comp, n = ndimage.label(lab == k, structure=_FOUR_CONNECTED)
+        for idx, sl in enumerate(ndimage.find_objects(comp), start=1):
+            area = int((comp[sl] == idx).sum())
+            if area < MIN_PIXELS:
+                continue
+            ys, xs = sl
+            w, h = xs.stop - xs.start, ys.stop - ys.start
+            box = (xs.start, ys.start, xs.stop - 1, ys.stop - 1)
+            found.append(Detected(name, classify_shape(w, h, area), box, area))
+    return found
+
+
+def passes(image: np.ndarray, spec: Spec) -> bool:
+    """The oracle's verdict: exact multiset of objects, and every relation for some assignment."""
+    return check(image, spec)[0]
+
+
+def check(image: np.ndarray, spec: Spec) -> tuple[bool, list[Detected]]:
+    found = detect(image)
+    got = sorted((d.color, d.shape) for d in found)
+    if got != sorted(spec.objects):
+        return False, found
+    if not spec.relations:
+        return True, found
+    for perm in itertools.permutations(range(len(found))):
+        # perm[i] is the detected object playing named object i
+        if any((found[perm[i]].color, found[perm[i]].shape) != o for i, o in enumerate(spec.objects)):
+            continue
+        if all(
+            relation_holds(found[perm[i]].centre, r, found[perm[j]].centre, CHECK_REL_GAP) for i, r, j in spec.relations
+        ):
+            return True, found
+    return False, found
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.shape != (CANVAS, CANVAS, 3):
+        raise ValueError(f"CompWorld images are {CANVAS}x{CANVAS}x3; got shape {image.shape}")

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from srum.models import SampleOptions, load_model
+from srum.models.mot import MotUMM
+from srum.models.mot_net import patchify, unpatchify
+from srum.models.tokenizer import WordTokenizer
+
+PROMPTS = ["a red square", "two blue circles above a green triangle"]
+
+
+def test_generate_shapes_and_determinism(tiny_model):
+    a = tiny_model.generate(PROMPTS, n=2, seed=5, opts=SampleOptions(steps=3))
+    b = tiny_model.generate(PROMPTS, n=2, seed=5, opts=SampleOptions(steps=3))
+    c = tiny_model.generate(PROMPTS, n=2, seed=6, opts=SampleOptions(steps=3))
+    assert len(a) == 4 and a[0].image.shape == (32, 32, 3) and a[0].image.dtype == np.uint8
+    assert a[0].latent.shape == (64, 48) and a[2].category == "complex"
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    assert not all(np.array_equal(x.image, y.image) for x, y in zip(a, c))
+
+
+def test_sde_sampler_differs_from_ode_but_is_seeded(tiny_model):
+    ode = tiny_model.generate(PROMPTS, seed=1, opts=SampleOptions(steps=4))
+    sde = tiny_model.generate(PROMPTS, seed=1, opts=SampleOptions(steps=4, eta=0.7))
+    sde2 = tiny_model.generate(PROMPTS, seed=1, opts=SampleOptions(steps=4, eta=0.7))
+    assert not np.array_equal(ode[0].latent, sde[0].latent)
+    assert np.array_equal(sde[0].latent, sde2[0].latent)
+
+
+def test_save_load_round_trip_is_bit_identical(tiny_model, tmp_path):
+    tiny_model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["kind"] == "mot"
+    loaded = load_model(tmp_path / "m")
+    opts = SampleOptions(steps=3)
+    for x, y in zip(tiny_model.generate(PROMPTS, 2, 9, opts), loaded.generate(PROMPTS, 2, 9, opts)):
+        assert np.array_equal(x.latent, y.latent)
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    qs = [tiny_model.question(p) for p in PROMPTS]
+    assert np.array_equal(tiny_model.judge_yes_prob(imgs, qs), loaded.judge_yes_prob(imgs, qs))
+    assert not list((tmp_path / "m").glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_flat_weights_round_trip(tiny_model):
+    flat = tiny_model.flat_weights()
+    other = MotUMM(tiny_model.cfg)
+    other.load_flat_weights(flat, version=7)
+    assert torch.equal(other.flat_weights(), flat) and other.policy_version == 7
+    with pytest.raises(ValueError, match="flat weights have"):
+        other.load_flat_weights(flat[:-1])
+
+
+def test_judge_probabilities_in_range(tiny_model):
+    imgs = np.zeros((3, 32, 32, 3), np.uint8)
+    p = tiny_model.judge_yes_prob(imgs, [tiny_model.question("a red square")] * 3)
+    assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+
+
+def test_cfg_changes_the_output(tiny_model):
+    a = tiny_model.generate(PROMPTS[:1], seed=2, opts=SampleOptions(steps=2, cfg_scale=1.0))
+    b = tiny_model.generate(PROMPTS[:1], seed=2, opts=SampleOptions(steps=2, cfg_scale=4.0))
+    assert not np.array_equal(a[0].latent, b[0].latent)
+
+
+def test_patchify_inverse():
+    x = torch.randn(2, 32, 32, 3)
+    assert torch.equal(unpatchify(patchify(x, 4), 4, 32), x)
+    assert torch.equal(patchify(x, 4)[0, 0], x[0, :4, :4].reshape(-1))
+
+
+def test_tokenizer_errors_are_clear():
+    tok = WordTokenizer.default()
+    with pytest.raises(ValueError, match="'pink'"):
+        tok.batch(["a pink square"], 12)
+    with pytest.raises(ValueError, match="at most 3"):
+        tok.batch(["a red square"], 3)
+
+
+def test_missing_model_dir_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        load_model(tmp_path)

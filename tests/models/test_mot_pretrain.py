@@ -1,0 +1,26 @@
+import numpy as np
+import torch
+
+from srum.models.mot_pretrain import PretrainConfig, pretrain, und_batch
+from tests.conftest import TINY
+
+
+def tiny_cfg(steps):
+    return PretrainConfig(model=TINY, steps=steps, gen_batch=4, und_batch=4, warmup=2, checkpoint_every=2, threads=1)
+
+
+def test_resumed_pretraining_matches_uninterrupted(tmp_path):
+    straight = pretrain(tiny_cfg(4), tmp_path / "a", log=lambda *_: None)
+    pretrain(tiny_cfg(2), tmp_path / "b", log=lambda *_: None)
+    resumed = pretrain(tiny_cfg(4), tmp_path / "b", log=lambda *_: None)  # picks up at step 2
+    assert torch.equal(straight.flat_weights(), resumed.flat_weights())
+    assert (tmp_path / "a" / "model" / "model.safetensors").exists()
+    assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 0  # logs every 25 steps
+
+
+def test_understanding_data_has_both_labels_and_is_seeded():
+    cfg = PretrainConfig(und_batch=64)
+    imgs, texts, labels = und_batch(cfg, 0)
+    imgs2, texts2, labels2 = und_batch(cfg, 0)
+    assert np.array_equal(imgs, imgs2) and texts == texts2 and np.array_equal(labels, labels2)
+    assert 0.2 < labels.mean() < 0.8

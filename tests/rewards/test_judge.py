@@ -1,0 +1,61 @@
+import numpy as np
+
+from srum.records import Rollout
+from srum.rewards.judge import JudgeOptions, SelfJudge, object_phrases
+from srum.rewards.proposals import ComponentProposer
+from srum.world import parse, render
+
+
+class ScriptedModel:
+    """A stand-in understanding head: P(yes) by question, counting the questions it is asked."""
+
+    def __init__(self, answers, by_image=None):
+        self.answers, self.by_image, self.calls = answers, by_image, []
+
+    @staticmethod
+    def question(p):
+        return p
+
+    def judge_yes_prob(self, images, questions):
+        self.calls.append(len(questions))
+        if self.by_image:
+            return np.array([self.by_image(img, q) for img, q in zip(images, questions)])
+        return np.array([self.answers.get(q, 0.1) for q in questions])
+
+
+def rollout(prompt, seed=0):
+    import random
+
+    return Rollout("r", prompt, parse(prompt).category, render(parse(prompt), random.Random(seed)), np.zeros((64, 48), np.float32))
+
+
+def test_object_phrases():
+    assert object_phrases("three red squares above a blue circle") == ["a blue circle", "a red square"]
+
+
+def test_global_and_local_scores_in_one_batched_call():
+    model = ScriptedModel({"a red square and a blue circle": 0.9, "a red square": 0.8, "a blue circle": 0.2})
+    judge = SelfJudge(model, ComponentProposer())
+    out = judge.judge([rollout("a red square and a blue circle"), rollout("a red square and a blue circle", 1)])
+    assert model.calls == [2 + 2 * 2 * 2]  # 2 global + 2 images x 2 regions x 2 phrases, in one forward
+    j = out[0]
+    assert np.isclose(j.global_score, 0.8) and len(j.regions) == 2
+    assert all(np.isclose(r.score, 0.6) and r.label == "a red square" for r in j.regions)  # best phrase wins
+    assert j.reward_map.shape == (32, 32) and np.isclose(j.reward_map.max(), 0.8 * 0.9)
+
+
+def test_unmatched_regions_scored_negative_or_dropped():
+    green = np.array([30, 200, 30])
+    model = ScriptedModel({}, by_image=lambda img, q: 0.1 if (img == green).all(-1).any() else 0.9)
+    r = rollout("a red square")
+    r.image[25:31, 25:31] = (30, 200, 30)  # a stray green blob
+    neg = SelfJudge(model, ComponentProposer(), JudgeOptions(unmatched="negative")).judge([r])[0]
+    drop = SelfJudge(model, ComponentProposer(), JudgeOptions(unmatched="drop")).judge([r])[0]
+    assert sorted(round(x.score, 3) for x in neg.regions) == [-0.8, 0.8]
+    assert [round(x.score, 3) for x in drop.regions] == [0.8]
+
+
+def test_global_only_asks_no_region_questions():
+    model = ScriptedModel({})
+    SelfJudge(model, ComponentProposer(), JudgeOptions(use_local=False)).judge([rollout("a red square")])
+    assert model.calls == [1]

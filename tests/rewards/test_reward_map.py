@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from srum.rewards.reward_map import centre, pool_to_tokens, reward_map
+
+H = W = 8
+
+
+def test_empty_proposals_give_flat_half_times_global():
+    m = reward_map(0.0, [], (H, W))
+    assert m.dtype == np.float32 and np.allclose(m, 0.25)  # 0.5 * (0 + 1) / 2
+    assert np.allclose(reward_map(1.0, [], (H, W)), 0.5)
+    assert np.allclose(reward_map(-1.0, [], (H, W)), 0.0)
+
+
+def test_region_raised_only_where_larger():
+    m = reward_map(1.0, [((0, 0, 4, 4), 0.6), ((4, 4, 8, 8), -0.6)], (H, W))
+    assert np.allclose(m[:4, :4], 0.8) and np.allclose(m[4:, 4:], 0.5)  # (-0.6 + 1) / 2 = 0.2 < 0.5: unchanged
+    assert np.allclose(m[:4, 4:], 0.5)
+
+
+def test_overlapping_regions_take_the_max():
+    m = reward_map(1.0, [((0, 0, 6, 6), 0.2), ((2, 2, 8, 8), 0.8)], (H, W))
+    assert np.isclose(m[1, 1], 0.6) and np.isclose(m[3, 3], 0.9) and np.isclose(m[7, 7], 0.9)
+
+
+def test_global_factor_scales_everything():
+    m = reward_map(0.5, [((0, 0, 4, 4), 1.0)], (H, W))
+    assert np.isclose(m[0, 0], 1.0 * 0.75) and np.isclose(m[7, 7], 0.5 * 0.75)
+
+
+def test_boxes_outside_the_image_are_clipped_or_ignored():
+    m = reward_map(1.0, [((-3, -3, 2, 2), 1.0), ((10, 10, 20, 20), 1.0), ((5, 5, 5, 9), 1.0)], (H, W))
+    assert np.allclose(m[:2, :2], 1.0) and np.isclose(m[2, 2], 0.5) and np.isclose(m.sum(), 4 * 1.0 + 60 * 0.5)
+
+
+def test_scores_are_clamped():
+    assert np.isclose(reward_map(3.0, [((0, 0, 1, 1), 7.0)], (H, W))[0, 0], 1.0)
+
+
+def test_signed_map_pushes_bad_regions_below_zero():
+    m = reward_map(1.0, [((0, 0, 4, 4), -0.6), ((2, 2, 6, 6), 0.8)], (H, W), signed=True)
+    assert np.isclose(m[0, 0], 2 * 0.2 - 1)  # negative weight: pushed away
+    assert np.isclose(m[3, 3], 2 * 0.2 - 1)  # overlap: the lowest judgement wins
+    assert np.isclose(m[5, 5], 2 * 0.9 - 1) and np.isclose(m[7, 7], 0.0)
+
+
+def test_ablation_switches():
+    regions = [((0, 0, 4, 4), 0.6)]
+    assert np.allclose(reward_map(-0.5, regions, (H, W), use_global=False)[:4, :4], 0.8)
+    assert np.allclose(reward_map(-0.5, regions, (H, W), use_local=False), 0.5 * 0.25)
+    b = reward_map(0.2, [((0, 0, 4, 4), 0.1)], (H, W), binarize=True)
+    assert np.isclose(b[0, 0], 1.0) and np.isclose(b[7, 7], 0.5)
+
+
+def test_pool_to_tokens_is_area_average_row_major():
+    m = np.zeros((1, 32, 32), np.float32)
+    m[0, :4, 4:8] = 1.0  # exactly token (row 0, col 1)
+    m[0, 4:6, :4] = 1.0  # half of token (row 1, col 0)
+    w = pool_to_tokens(m, 8)
+    assert w.shape == (1, 64) and w[0, 1] == 1.0 and w[0, 8] == 0.5 and w.sum() == 1.5
+
+
+def test_centre_subtracts_the_batch_mean():
+    w = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    assert torch.allclose(centre(w), w - 0.5)
+
+
+def test_grid_and_component_proposers():
+    from srum.rewards.proposals import ComponentProposer, GridProposer, load_proposer
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[2:12, 2:12] = 200
+    img[20:23, 20:23] = 200  # 9 px
+    img[30, 30] = 200  # 1 px: below min_area
+    assert ComponentProposer(min_area=8)(img) == [(2, 2, 12, 12), (20, 20, 23, 23)]
+    assert ComponentProposer(min_area=8, max_regions=1)(img) == [(2, 2, 12, 12)]
+    assert GridProposer(2)(img) == [(0, 0, 16, 16), (16, 0, 32, 16), (0, 16, 16, 32), (16, 16, 32, 32)]
+    assert load_proposer("srum.rewards.proposals:GridProposer") is GridProposer
+    with pytest.raises(ValueError, match="module:function"):
+        load_proposer("nocolon")

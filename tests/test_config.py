@@ -1,0 +1,48 @@
+import pytest
+
+from srum.config import ConfigError, load_config
+from srum.models.mot_pretrain import PretrainConfig
+
+
+def test_defaults_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.01\nmodel:\n  d_model: 64\n")
+    cfg = load_config(PretrainConfig, f, ["model.n_layers=2", "steps=5"])
+    assert (cfg.lr, cfg.model.d_model, cfg.model.n_layers, cfg.steps) == (0.01, 64, 2, 5)
+
+
+def test_unknown_key_names_file_and_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.01\nmodel:\n  d_model: 64\n  depth: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:4: model.depth: unknown key"):
+        load_config(PretrainConfig, f)
+
+
+def test_ill_typed_value_names_file_and_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: many\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:1: steps: .*integer.*'many'"):
+        load_config(PretrainConfig, f)
+
+
+def test_bad_override_names_the_override():
+    with pytest.raises(ConfigError, match=r"--set model.d_model=wide: model.d_model"):
+        load_config(PretrainConfig, None, ["model.d_model=wide"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(PretrainConfig, None, ["steps"])
+    with pytest.raises(ConfigError, match=r"--set steps.x=1: steps: .*integer"):
+        load_config(PretrainConfig, None, ["steps.x=1"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(PretrainConfig, None, ["steps=1", "steps.x=1"])
+
+
+def test_missing_or_malformed_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(PretrainConfig, tmp_path / "nope.yaml")
+    f = tmp_path / "c.yaml"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(PretrainConfig, f)
+    f.write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(PretrainConfig, f)
