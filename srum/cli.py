@@ -160,7 +160,9 @@ def cmd_train(args) -> int:
     from .engine import LocalEngine
 
     results = LocalEngine(cfg, args.out).run()
-    print(json.dumps({k: {"overall": v["overall"], "judge_mean_global": v.get("judge_mean_global")} for k, v in results.items()}))
+    summary = {k: {"overall": v["overall"], "categories": v["categories"], "judge_mean_global": v.get("judge_mean_global")}
+               for k, v in results.items() if isinstance(v, dict)}
+    print(json.dumps({**summary, "steps_done": results["steps_done"], "run": str(args.out)}, indent=2))
     return 0
 
 

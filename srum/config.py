@@ -165,10 +165,37 @@ class TrainConfig(Section):
     model: str = "builtin"
     seed: int = 0
     steps: int = 200
+    time_budget_min: float = 0.0  # stop training (checkpoint, then evaluate) after this many minutes; 0 = none
     checkpoint_every: int = 50
     sample_every: int = 50
-    log_every: int = 1
     rollout: RolloutConfig = RolloutConfig()
     reward: RewardConfig = RewardConfig()
     learner: LearnerConfig = LearnerConfig()
     eval: EvalConfig = EvalConfig()
+
+
+def reference_markdown(cls: type[BaseModel], title: str) -> str:
+    """A table of every key of `cls` (dotted), its type and default: docs/config.md is made from it."""
+    rows = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, f in type(model).model_fields.items():
+            value = getattr(model, name)  # the default as the parent section sets it
+            if isinstance(value, BaseModel):
+                walk(value, f"{prefix}{name}.")
+                continue
+            ann = f.annotation
+            typ = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            rows.append(f"| `{prefix}{name}` | {typ} | `{value}` |")
+
+    walk(cls(), "")
+    return f"## {title}\n\n| key | type | default |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def config_reference() -> str:
+    from .models.mot_pretrain import PretrainConfig
+
+    return ("# Configuration reference\n\nGenerated from the pydantic models in `srum/config.py` and "
+            "`srum/models/mot_pretrain.py` (a test keeps this file in step with the code).\n\n"
+            + reference_markdown(TrainConfig, "`srum train` (TrainConfig)") + "\n"
+            + reference_markdown(PretrainConfig, "`srum pretrain` (PretrainConfig)"))

@@ -94,7 +94,12 @@ class LocalEngine:
             results["initial"] = self.evaluate("initial")
         metrics = (self.dir / "metrics.jsonl").open("a")
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="srum train", mininterval=2)
+        t_start, budget = time.perf_counter(), 60 * self.cfg.time_budget_min
         while self.step < self.cfg.steps:
+            if budget and time.perf_counter() - t_start > budget:
+                self.log(f"time budget of {self.cfg.time_budget_min} min reached at step {self.step}")
+                self.checkpoint()
+                break
             m = self.train_step(self.step)
             samples = m.pop("_samples")
             self.step += 1
@@ -107,9 +112,11 @@ class LocalEngine:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                 self.checkpoint()
         bar.close()
+        train_s = time.perf_counter() - t_start
         if self.cfg.eval.at_end:
             results["final"] = self.evaluate("final")
-        results = {**self._reports(), **results}
+        results = {**self._reports(), **results, "steps_done": self.step,
+                   "train_seconds": round(train_s, 1)}
         write_json(self.dir / "results.json", results)
         return results
 

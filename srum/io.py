@@ -68,3 +68,20 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "opt.") -> dict[str, torch.Tensor]:
+    """An Adam-family optimiser's per-parameter state as flat named tensors (safetensors has no pickle)."""
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        out.update({f"{prefix}{i}.{k}": (v if v.dim() else v.reshape(1)) for k, v in st.items()})
+    return out
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str = "opt.") -> None:
+    sd = opt.state_dict()
+    for i in sd["param_groups"][0]["params"]:
+        if f"{prefix}{i}.step" in tensors:
+            sd["state"][i] = {k: tensors[f"{prefix}{i}.{k}"].reshape(()) if k == "step" else tensors[f"{prefix}{i}.{k}"]
+                              for k in ("step", "exp_avg", "exp_avg_sq")}
+    opt.load_state_dict(sd)

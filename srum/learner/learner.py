@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..config import LearnerConfig, RewardConfig
-from ..io import load_tensors, save_tensors
+from ..io import load_optimizer, load_tensors, optimizer_tensors, save_tensors
 from ..records import Judgement, Rollout
 from ..rewards.reward_map import centre, pool_to_tokens
 
@@ -50,10 +50,7 @@ class Learner:
 
     # ---- state ----
     def save(self, path: Path, extra: dict[str, str]) -> None:
-        tensors = {}
-        for i, st in self.opt.state_dict()["state"].items():
-            tensors.update({f"opt.{i}.{k}": (v if v.dim() else v.reshape(1)) for k, v in st.items()})
-        tensors.update({f"ref.{k}": v for k, v in self.reference.state_dict().items()})
+        tensors = optimizer_tensors(self.opt) | {f"ref.{k}": v for k, v in self.reference.state_dict().items()}
         save_tensors(tensors, path, {"version": str(self.version), **extra})
 
     def load(self, path: Path) -> None:
@@ -63,10 +60,5 @@ class Learner:
         with safe_open(str(path), "pt") as h:
             self.version = int(h.metadata()["version"])
         self.reference.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ref.")})
-        sd = self.opt.state_dict()
-        for i in range(len(self.params)):
-            if f"opt.{i}.step" in t:
-                sd["state"][i] = {k: t[f"opt.{i}.{k}"].reshape(()) if k == "step" else t[f"opt.{i}.{k}"]
-                                  for k in ("step", "exp_avg", "exp_avg_sq")}
-        self.opt.load_state_dict(sd)
+        load_optimizer(self.opt, t)
         self.policy.policy_version = self.version

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
-from ..io import load_tensors, save_tensors, write_json
+from ..io import load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
 from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt
 from ..world.render import draw
@@ -139,7 +139,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     model = MotUMM(cfg.model)
     ema = copy.deepcopy(model.net).requires_grad_(False)
     opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed = _resume(out / "state", model, ema, opt)
+    step, elapsed, peak = _resume(out / "state", model, ema, opt)
     t_start, logf = time.time() - elapsed, (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", mininterval=5)
     while step < cfg.steps:
@@ -163,7 +163,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
             bar.set_postfix(flow=rec["flow"], yesno=rec["yesno"], acc=rec["yesno_acc"])
         over_budget = cfg.time_budget_min and time.time() - t_start > 60 * cfg.time_budget_min
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or over_budget:
-            _save(out, step, time.time() - t_start, model, ema, opt)
+            _save(out, step, time.time() - t_start, max(peak, peak_rss_mb()), model, ema, opt, cfg)
         if over_budget:
             log(f"time budget of {cfg.time_budget_min} min reached at step {step}")
             break
@@ -178,19 +178,23 @@ def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> Non
             e.mul_(decay).add_(p, alpha=1 - decay)
 
 
-def _save(out: Path, step: int, elapsed: float, model: MotUMM, ema, opt) -> None:
+def _save(out: Path, step: int, elapsed: float, peak_mb: float, model: MotUMM, ema, opt, cfg: PretrainConfig) -> None:
     MotUMM(model.cfg, model.tok, ema).save(out / "model")
-    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        tensors.update({f"opt.{i}.{k}": (v if v.dim() else v.reshape(1)) for k, v in st.items()})
-    meta = {"step": str(step), "elapsed_s": str(elapsed), "peak_rss_mb": str(peak_rss_mb())}
+    write_json(out / "model" / "pretrain_stats.json", {
+        "steps": step, "wall_time_s": round(elapsed, 1), "peak_rss_mb": peak_mb,
+        "generation_samples": step * cfg.gen_batch, "understanding_samples": step * cfg.und_batch,
+        "threads": cfg.threads, "machine": "2 CPU cores (the CI machine type)"})
+    write_json(out / "model" / "pretrain_config.json", cfg.model_dump())
+    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()} | optimizer_tensors(opt)
+    meta = {"step": str(step), "elapsed_s": str(elapsed), "peak_rss_mb": str(peak_mb)}
     save_tensors(tensors, out / "state" / "train_state.safetensors", meta)
 
 
-def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float]:
+def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float, float]:
+    """(step, wall time so far, peak memory so far) of the run in `state_dir`, loading its state."""
     f = state_dir / "train_state.safetensors"
     if not f.exists():
-        return 0, 0.0
+        return 0, 0.0, 0.0
     from safetensors import safe_open
 
     with safe_open(str(f), "pt") as h:
@@ -198,12 +202,8 @@ def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float]:
     t = load_tensors(f)
     model.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
     ema.load_state_dict(MotUMM.load(state_dir.parent / "model").net.state_dict())
-    sd = opt.state_dict()
-    for i in range(len(sd["param_groups"][0]["params"])):
-        sd["state"][i] = {k: t[f"opt.{i}.{k}"].reshape(()) if k == "step" else t[f"opt.{i}.{k}"]
-                          for k in ("step", "exp_avg", "exp_avg_sq")}
-    opt.load_state_dict(sd)
-    return int(meta["step"]), float(meta["elapsed_s"])
+    load_optimizer(opt, t)
+    return int(meta["step"]), float(meta["elapsed_s"]), float(meta.get("peak_rss_mb", 0.0))
 
 
 def peak_rss_mb() -> float:
