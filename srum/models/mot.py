@@ -150,7 +150,7 @@ class MotUMM:
 
     def generation_parameters(self) -> list[str]:
         """Names of the generation expert's weights (the rest is the understanding side)."""
-        gen = ("gen_in.", "gen_img_pos", "time_mlp.", "gen_norm.", "gen_out.")
+        gen = ("gen_in.", "gen_img_pos", "time_mlp.", "gen_norm.", "gen_out.", "gen_feat.", "gen_refine.")
         return [n for n, _ in self.net.named_parameters() if n.startswith(gen) or ".gen." in n]
 
     # ---- weights ----

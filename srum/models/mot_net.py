@@ -28,6 +28,7 @@ class MotConfig(BaseModel):
     gen_text_len: int = 12  # <bos> + longest prompt (10 words) + slack
     und_text_len: int = 18  # <bos> + question around the prompt + <ans>
     vision_channels: int = 32
+    refine_channels: int = 32  # conv refinement of the generated velocity at full resolution; 0 = none
 
     @property
     def grid(self) -> int:
@@ -114,6 +115,17 @@ class MotNet(nn.Module):
         self.lm_head = nn.Linear(d, cfg.vocab_size)
         self.gen_norm = nn.LayerNorm(d)
         self.gen_out = nn.Linear(d, cfg.patch_dim)
+        if cfg.refine_channels:
+            r, f = cfg.refine_channels, 8
+            # Like BAGEL's VAE decoder around the MoT: convs at full resolution see across patch borders,
+            # which per-patch linear outputs cannot; the last conv starts at zero (no change at init).
+            self.gen_feat = nn.Linear(d, cfg.patch * cfg.patch * f)
+            self.gen_refine = nn.Sequential(
+                nn.Conv2d(6 + f, r, 3, padding=1), nn.GELU(), nn.Conv2d(r, r, 3, padding=1), nn.GELU(),
+                nn.Conv2d(r, 3, 3, padding=1),
+            )
+            nn.init.zeros_(self.gen_refine[-1].weight)
+            nn.init.zeros_(self.gen_refine[-1].bias)
         for p in (self.text_pos, self.und_img_pos, self.gen_img_pos):
             nn.init.normal_(p, std=0.02)
         nn.init.zeros_(self.gen_out.weight)
@@ -130,7 +142,14 @@ class MotNet(nn.Module):
         mask = block_mask([0] * text.shape[1] + [1] * img.shape[1], key_pad)
         for layer in self.layers:
             text, img = layer([(text, layer.und), (img, layer.gen)], mask)
-        return self.gen_out(self.gen_norm(img))
+        h = self.gen_norm(img)
+        v = self.gen_out(h)
+        if not self.cfg.refine_channels:
+            return v
+        p, size = self.cfg.patch, self.cfg.image_size
+        maps = [unpatchify(x, p, size, x.shape[-1] // (p * p)).permute(0, 3, 1, 2) for x in (x_t, v, self.gen_feat(h))]
+        dv = self.gen_refine(torch.cat(maps, 1)).permute(0, 2, 3, 1)
+        return v + patchify(dv, p)
 
     def understand(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
         """images: (B, 3, H, W) in [-1, 1]; text_ids: (B, Lt) -> LM logits at every text position (B, Lt, V).
@@ -156,7 +175,7 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(B, H // p, p, W // p, p, C).permute(0, 1, 3, 2, 4, 5).reshape(B, (H // p) * (W // p), p * p * C)
 
 
-def unpatchify(x: torch.Tensor, p: int, size: int) -> torch.Tensor:
-    """(B, N, p*p*3) -> (B, H, W, 3)."""
+def unpatchify(x: torch.Tensor, p: int, size: int, channels: int = 3) -> torch.Tensor:
+    """(B, N, p*p*C) -> (B, H, W, C)."""
     B, g = x.shape[0], size // p
-    return x.reshape(B, g, g, p, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(B, size, size, 3)
+    return x.reshape(B, g, g, p, p, channels).permute(0, 1, 3, 2, 4, 5).reshape(B, size, size, channels)

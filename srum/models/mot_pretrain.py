@@ -48,6 +48,7 @@ class PretrainConfig(BaseModel):
     checkpoint_every: int = 250
     threads: int = 2
     time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
+    init_from: str | None = None  # warm start from a model directory (new modules keep their init)
 
 
 # ---- data: each batch a pure function of (seed, step) ----
@@ -73,7 +74,7 @@ def und_example(rng: random.Random, spec) -> tuple[np.ndarray, str, bool]:
     elif r < 0.60:  # a render of a perturbed scene, asked about the original prompt
         other = perturb_prompt(spec, rng)
         img, text = global_noise(draw(layout(other, rng)), rng), spec.prompt
-    elif r < 0.85:  # one or two broken objects
+    elif r < 0.88:  # one or two broken objects, or a fragmented / scattered image
         img, text = corrupt(img, objs, rng, rng.choice([1, 1, 2])), spec.prompt
     else:  # an object crop, as the local judge sees regions
         if rng.random() < 0.5:
@@ -139,6 +140,8 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     model = MotUMM(cfg.model)
     ema = copy.deepcopy(model.net).requires_grad_(False)
     opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.init_from and not (out / "state").exists():
+        _warm_start(model, ema, Path(cfg.init_from), log)
     step, elapsed, peak = _resume(out / "state", model, ema, opt)
     t_start, logf = time.time() - elapsed, (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", mininterval=5)
@@ -170,6 +173,23 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     bar.close()
     final = MotUMM(cfg.model, model.tok, ema)
     return final
+
+
+def _warm_start(model: MotUMM, ema, src: Path, log) -> None:
+    """Start from another run's weights: a pretraining run directory (its latest raw weights) or a
+    model directory. Modules the source lacks keep their initialisation (zero-output where it matters)."""
+    state = src / "state" / "train_state.safetensors"
+    if state.exists():
+        weights = {k[4:]: v for k, v in load_tensors(state).items() if k.startswith("net.")}
+    elif (src / "model.safetensors").exists():
+        weights = load_tensors(src / "model.safetensors")
+    else:
+        raise FileNotFoundError(f"init_from {src}: neither a pretraining run nor a model directory")
+    missing, unexpected = model.net.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise ValueError(f"init_from {src}: weights the model does not have: {unexpected[:5]}")
+    ema.load_state_dict(model.net.state_dict())
+    log(f"warm start from {src}; new modules: {sorted({k.split('.')[0] for k in missing})}")
 
 
 def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:

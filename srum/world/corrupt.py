@@ -135,7 +135,33 @@ def shift(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray
     return img
 
 
-OBJECT_CORRUPTIONS = [erase_part, stray_blob, recolor, misshape, smear, shift]
+def shatter(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Cut the image into cells and drop, move or copy some of them: fragmented objects and debris,
+    as an undertrained generator draws them."""
+    c = rng.choice([2, 3, 4, 5])
+    out = img.copy()
+    n = CANVAS // c
+    for _ in range(rng.randint(3, 25)):
+        (y, x), (y2, x2) = [(rng.randrange(n) * c, rng.randrange(n) * c) for _ in range(2)]
+        op = rng.random()
+        if op < 0.4:
+            out[y : y + c, x : x + c] = 0
+        else:
+            out[y2 : y2 + c, x2 : x2 + c] = img[y : y + c, x : x + c]
+    return out
+
+
+def scatter(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
+    """Blocks in the objects' colours strewn over the canvas instead of whole objects."""
+    out = np.zeros_like(img) if rng.random() < 0.6 else img.copy()
+    for _ in range(rng.randint(2, 20)):
+        w, h = rng.randint(2, 6), rng.randint(2, 6)
+        x, y = rng.randint(0, CANVAS - w), rng.randint(0, CANVAS - h)
+        out[y : y + h, x : x + w] = COLORS[rng.choice(objs).color]
+    return out
+
+
+OBJECT_CORRUPTIONS = [erase_part, stray_blob, recolor, misshape, smear, shift, shatter, scatter]
 
 
 def global_noise(img: np.ndarray, rng: random.Random) -> np.ndarray:

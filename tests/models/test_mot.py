@@ -81,3 +81,19 @@ def test_tokenizer_errors_are_clear():
 def test_missing_model_dir_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         load_model(tmp_path)
+
+
+def test_refine_head_starts_as_the_identity_on_the_coarse_velocity():
+    from srum.models.mot_net import MotNet
+    from tests.conftest import TINY
+
+    torch.manual_seed(0)
+    plain = MotNet(TINY.model_copy(update={"refine_channels": 0}))
+    refined = MotNet(TINY)
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[0] for k in missing} == {"gen_feat", "gen_refine"}
+    with torch.no_grad():
+        plain.gen_out.weight.normal_(0, 0.05)
+        refined.gen_out.weight.copy_(plain.gen_out.weight)
+    x, t, ids = torch.randn(2, 64, 48), torch.rand(2), torch.ones(2, 12, dtype=torch.long)
+    assert torch.equal(plain.velocity(x, t, ids, 0), refined.velocity(x, t, ids, 0))
