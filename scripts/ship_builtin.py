@@ -2,8 +2,8 @@
 
     python scripts/ship_builtin.py runs/pretrain
 
-Copies config.json, model.safetensors, tokenizer.json (and the run's pretrain_config.json and
-pretrain_stats.json, deriving the stats from the run's saved state when the run predates them).
+Copies config.json, model.safetensors, tokenizer.json and the run's pretrain_config.json, and writes
+pretrain_stats.json from the run's saved state, summed over every stage it warm-started from.
 """
 
 import json
@@ -27,7 +27,8 @@ def run_stats(run: Path) -> dict:
              "threads": cfg["threads"], "machine": "2 CPU cores (the CI machine type)"}
     if cfg.get("init_from"):
         before = run_stats(Path(cfg["init_from"]))
-        stats["stages"] = [before.get("stages", [before]), {k: stats[k] for k in ("steps", "wall_time_s", "peak_rss_mb")}]
+        keys = ("steps", "wall_time_s", "peak_rss_mb")
+        stats["stages"] = before.get("stages", [{k: before[k] for k in keys}]) + [{k: stats[k] for k in keys}]
         for k in ("steps", "wall_time_s", "generation_samples", "understanding_samples"):
             stats[k] = round(stats[k] + before[k], 1)
         stats["peak_rss_mb"] = max(stats["peak_rss_mb"], before["peak_rss_mb"])
@@ -38,14 +39,11 @@ def main(run: Path) -> None:
     src = run / "model"
     load_model(src)  # refuse to ship something that does not load
     BUILTIN_DIR.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "pretrain_config.json", "pretrain_stats.json"):
-        if (src / f).exists():
-            shutil.copyfile(src / f, BUILTIN_DIR / f)
-    if not (src / "pretrain_config.json").exists():
-        shutil.copyfile(run / "pretrain_config.json", BUILTIN_DIR / "pretrain_config.json")
-    if not (src / "pretrain_stats.json").exists():
-        stats = run_stats(run)
-        (BUILTIN_DIR / "pretrain_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copyfile(src / f, BUILTIN_DIR / f)
+    shutil.copyfile(run / "pretrain_config.json", BUILTIN_DIR / "pretrain_config.json")
+    # Always from the run's state, so that every stage it warm-started from is counted.
+    (BUILTIN_DIR / "pretrain_stats.json").write_text(json.dumps(run_stats(run), indent=2) + "\n")
     print(f"shipped {src} -> {BUILTIN_DIR}")
 
 

@@ -67,11 +67,11 @@ def und_example(rng: random.Random, spec) -> tuple[np.ndarray, str, bool]:
     objs = layout(spec, rng)
     img = draw(objs)
     r = rng.random()
-    if r < 0.30:  # the render itself, under benign noise
+    if r < 0.40:  # the render itself, under benign noise
         img, text = global_noise(img, rng), spec.prompt
-    elif r < 0.50:  # a prompt that differs in one detail
+    elif r < 0.55:  # a prompt that differs in one detail
         img, text = global_noise(img, rng), perturb_prompt(spec, rng).prompt
-    elif r < 0.60:  # a render of a perturbed scene, asked about the original prompt
+    elif r < 0.62:  # a render of a perturbed scene, asked about the original prompt
         other = perturb_prompt(spec, rng)
         img, text = global_noise(draw(layout(other, rng)), rng), spec.prompt
     elif r < 0.88:  # one or two broken objects, or a fragmented / scattered image
@@ -113,7 +113,9 @@ def understanding_loss(model: MotUMM, imgs: np.ndarray, texts: list[str], labels
     logits, answer, ids = model.understand(imgs, [model.question(t) for t in texts])
     margin = answer[:, 0] - answer[:, 1]  # log P(yes) - log P(no)
     y = torch.from_numpy(labels)
-    yes_no = F.binary_cross_entropy_with_logits(margin, y)
+    # Class-balanced: yes and no weigh the same in every batch, as balanced accuracy counts them.
+    pos = y.mean().clamp(0.05, 0.95)
+    yes_no = F.binary_cross_entropy_with_logits(margin, y, weight=torch.where(y > 0.5, 0.5 / pos, 0.5 / (1 - pos)))
     nxt = ids[:, 1:].clone()
     nxt[(nxt == model.tok.ans) | (y[:, None] < 0.5)] = model.tok.pad  # only true captions, not the <ans> slot
     caption = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), nxt.reshape(-1), ignore_index=model.tok.pad)

@@ -164,8 +164,27 @@ def scatter(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarr
 OBJECT_CORRUPTIONS = [erase_part, stray_blob, recolor, misshape, smear, shift, shatter, scatter]
 
 
+def wobble(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Add or remove random pixels along every object's boundary: the irregular-but-recognisable
+    outlines a generator draws. Often still within the rules (a positive), sometimes not."""
+    out = img.copy()
+    on = img.any(-1)
+    edge_out = ndimage.binary_dilation(on) & ~on  # background pixels touching an object
+    edge_in = on & ~ndimage.binary_erosion(on)  # object pixels touching the background
+    r = np.random.default_rng(rng.getrandbits(32))
+    p = rng.uniform(0.02, 0.2)
+    grow = edge_out & (r.random(on.shape) < p)
+    if grow.any():  # a grown pixel takes the colour of a neighbouring object pixel
+        idx = ndimage.distance_transform_edt(~on, return_distances=False, return_indices=True)
+        out[grow] = img[idx[0][grow], idx[1][grow]]
+    out[edge_in & (r.random(on.shape) < p)] = 0
+    return out
+
+
 def global_noise(img: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Blur and pixel noise over the whole image, like an imperfect generator's output."""
+    """Wobbly outlines, blur and pixel noise over the whole image, like an imperfect generator's output."""
+    if rng.random() < 0.5:
+        img = wobble(img, rng)
     x = img.astype(np.float32)
     if rng.random() < 0.4:
         x = ndimage.gaussian_filter(x, (rng.uniform(0.3, 0.9),) * 2 + (0,))
