@@ -85,7 +85,6 @@ class LocalEngine:
 
     # ---- the run ----
     def run(self) -> dict:
-        torch.set_num_threads(max(torch.get_num_threads(), 1))
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", dump_config(self.cfg))
         self.resume()

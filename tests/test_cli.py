@@ -90,3 +90,11 @@ def test_console_script_runs(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "r" / "00000.png").exists()
+
+
+def test_train_refuses_the_unbuilt_ray_engine_and_bad_config(tmp_path, capsys):
+    assert main(["train", "--engine", "ray", "--out", str(tmp_path / "r")]) == 2
+    assert "engine 'ray' is not available yet" in capsys.readouterr().err
+    assert main(["train", "--set", "learner.lrr=1", "--out", str(tmp_path / "r")]) == 2
+    assert "--set learner.lrr=1: learner.lrr: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing started, nothing written
