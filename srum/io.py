@@ -36,6 +36,14 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def load_metadata(path: Path) -> dict[str, str]:
+    """The string metadata a safetensors file was saved with."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as h:
+        return h.metadata() or {}
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 

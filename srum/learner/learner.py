@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..config import LearnerConfig, RewardConfig
-from ..io import load_optimizer, load_tensors, optimizer_tensors, save_tensors
+from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors
 from ..records import Judgement, Rollout
 from ..rewards.reward_map import centre, pool_to_tokens
 
@@ -54,11 +54,8 @@ class Learner:
         save_tensors(tensors, path, {"version": str(self.version), **extra})
 
     def load(self, path: Path) -> None:
-        from safetensors import safe_open
-
         t = load_tensors(path)
-        with safe_open(str(path), "pt") as h:
-            self.version = int(h.metadata()["version"])
+        self.version = int(load_metadata(path)["version"])
         self.reference.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ref.")})
         load_optimizer(self.opt, t)
         self.policy.policy_version = self.version

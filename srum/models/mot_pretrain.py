@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
-from ..io import load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
+from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
 from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt
 from ..world.render import draw
@@ -202,14 +202,29 @@ def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> Non
 
 def _save(out: Path, step: int, elapsed: float, peak_mb: float, model: MotUMM, ema, opt, cfg: PretrainConfig) -> None:
     MotUMM(model.cfg, model.tok, ema).save(out / "model")
-    write_json(out / "model" / "pretrain_stats.json", {
-        "steps": step, "wall_time_s": round(elapsed, 1), "peak_rss_mb": peak_mb,
-        "generation_samples": step * cfg.gen_batch, "understanding_samples": step * cfg.und_batch,
-        "threads": cfg.threads, "machine": "2 CPU cores (the CI machine type)"})
     write_json(out / "model" / "pretrain_config.json", cfg.model_dump())
     tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()} | optimizer_tensors(opt)
     meta = {"step": str(step), "elapsed_s": str(elapsed), "peak_rss_mb": str(peak_mb)}
     save_tensors(tensors, out / "state" / "train_state.safetensors", meta)
+    write_json(out / "model" / "pretrain_stats.json", pretrain_stats(out))
+
+
+def pretrain_stats(run: Path) -> dict:
+    """Steps, wall time and peak memory of a pretraining run, summed over every run it warm-started from."""
+    meta = load_metadata(run / "state" / "train_state.safetensors")
+    cfg = json.loads((run / "pretrain_config.json").read_text())
+    step = int(meta["step"])
+    stats = {"steps": step, "wall_time_s": round(float(meta["elapsed_s"]), 1), "peak_rss_mb": float(meta["peak_rss_mb"]),
+             "generation_samples": step * cfg["gen_batch"], "understanding_samples": step * cfg["und_batch"],
+             "threads": cfg["threads"], "machine": "2 CPU cores (the CI machine type)"}
+    if cfg.get("init_from") and (Path(cfg["init_from"]) / "state").exists():
+        before = pretrain_stats(Path(cfg["init_from"]))
+        keys = ("steps", "wall_time_s", "peak_rss_mb")
+        stats["stages"] = before.get("stages", [{k: before[k] for k in keys}]) + [{k: stats[k] for k in keys}]
+        for k in ("steps", "wall_time_s", "generation_samples", "understanding_samples"):
+            stats[k] = round(stats[k] + before[k], 1)
+        stats["peak_rss_mb"] = max(stats["peak_rss_mb"], before["peak_rss_mb"])
+    return stats
 
 
 def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float, float]:
@@ -217,10 +232,7 @@ def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float, float
     f = state_dir / "train_state.safetensors"
     if not f.exists():
         return 0, 0.0, 0.0
-    from safetensors import safe_open
-
-    with safe_open(str(f), "pt") as h:
-        meta = h.metadata()
+    meta = load_metadata(f)
     t = load_tensors(f)
     model.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
     ema.load_state_dict(MotUMM.load(state_dir.parent / "model").net.state_dict())
