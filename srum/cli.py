@@ -1,4 +1,4 @@
-"""The `srum` command line: world | pretrain | eval | judge | train."""
+"""The `srum` command line: world | pretrain | eval | judge | train | scale."""
 
 from __future__ import annotations
 
@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory (resumed if it holds checkpoints)")
     _config_args(tr)
     tr.set_defaults(func=cmd_train)
+
+    sc = sub.add_parser("scale", help="add or remove rollout workers of a running `srum train --engine ray` job")
+    sc.add_argument("--generators", type=int)
+    sc.add_argument("--judges", type=int)
+    sc.add_argument("--name", default="srum", help="the job's ray.name (default srum)")
+    sc.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else the local cluster)")
+    sc.set_defaults(func=cmd_scale)
 
     j = sub.add_parser("judge", help="the model's global P(yes) for each image of a manifest")
     j.add_argument("--model", default="builtin")
@@ -156,13 +163,31 @@ def cmd_train(args) -> int:
     overrides += [f"steps={args.steps}"] if args.steps is not None else []
     cfg = load_config(TrainConfig, args.config, overrides)
     if cfg.engine == "ray":
-        raise ConfigError("engine 'ray' is not available yet in this build; use --engine local")
-    from .engine import LocalEngine
+        from .actors.driver import RayEngine as Engine
+    else:
+        from .engine import LocalEngine as Engine
 
-    results = LocalEngine(cfg, args.out).run()
+    results = Engine(cfg, args.out).run()
     summary = {k: {"overall": v["overall"], "categories": v["categories"], "judge_mean_global": v.get("judge_mean_global")}
-               for k, v in results.items() if isinstance(v, dict)}
-    print(json.dumps({**summary, "steps_done": results["steps_done"], "run": str(args.out)}, indent=2))
+               for k, v in results.items() if k in ("initial", "final")}
+    extra = {"ray": results["ray"]} if "ray" in results else {}
+    print(json.dumps({**summary, "steps_done": results["steps_done"], **extra, "run": str(args.out)}, indent=2))
+    return 0
+
+
+def cmd_scale(args) -> int:
+    from .actors.driver import scale
+
+    if args.generators is None and args.judges is None:
+        raise InputError("srum scale: give --generators N and/or --judges N")
+    for flag, n in (("--generators", args.generators), ("--judges", args.judges)):
+        if n is not None and n < 1:
+            raise InputError(f"srum scale: {flag} must be at least 1 (got {n})")
+    try:
+        st = scale(args.name, args.generators, args.judges, args.address)
+    except LookupError as e:
+        raise InputError(str(e)) from None
+    print(json.dumps({k: st[k] for k in ("step", "version", "want", "generators", "judges")}))
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -160,6 +160,49 @@ class EvalConfig(Section):
     at_end: bool = True
 
 
+class ActorResources(Section):
+    num_cpus: float = 0.5  # fractional CPUs share a laptop's cores; on a GPU cluster give whole GPUs
+    num_gpus: float = 0.0
+    threads: int = 1  # torch intra-op threads inside the actor
+
+
+class StandInConfig(Section):
+    """Stages that only sleep (no CPU): measure srum's own orchestration, transport and weight sync."""
+    generate_s: float = 0.2
+    judge_s: float = 0.1
+    learn_s: float = 0.05
+    weights_mb: float = 10.0
+
+
+class RayConfig(Section):
+    address: str | None = None  # None: RAY_ADDRESS if set, else a fresh loopback-only local instance
+    name: str = "srum"  # the controller actor's name in namespace "srum" (what `srum scale --name` finds)
+    generators: int = 1
+    judges: int = 1
+    generator: ActorResources = ActorResources()
+    judge: ActorResources = ActorResources()
+    learner: ActorResources = ActorResources(num_cpus=1.0, threads=1)
+    max_staleness: int = 1  # drop (and count) a batch made by a policy more than this many versions old
+    sync_every: int = 1  # publish new weights every N learner steps
+    placement: bool = True  # one placement-group bundle per actor, so GPU roles never share a device
+    autoscale: bool = False  # grow generators while the learner starves
+    autoscale_idle: float = 0.3  # learner idle ratio (over the last window) above which a generator is added
+    max_generators: int = 4
+    stages: Literal["model", "stand_in"] = "model"
+    stand_in: StandInConfig = StandInConfig()
+    status_every: int = 10  # the driver prints a one-line status every N learner steps
+
+    @model_validator(mode="after")
+    def _staleness_covers_sync(self):
+        # Generators hold weights up to sync_every - 1 versions old: a smaller bound would drop every batch.
+        if self.max_staleness < self.sync_every - 1:
+            raise ValueError(f"max_staleness ({self.max_staleness}) must be at least sync_every - 1 "
+                             f"({self.sync_every - 1}), or every batch would be dropped as stale")
+        if min(self.generators, self.judges, self.sync_every, self.max_generators) < 1 or self.max_staleness < 0:
+            raise ValueError("generators, judges, sync_every and max_generators must be >= 1; max_staleness >= 0")
+        return self
+
+
 class TrainConfig(Section):
     engine: Literal["local", "ray"] = "local"
     model: str = "builtin"
@@ -172,6 +215,7 @@ class TrainConfig(Section):
     reward: RewardConfig = RewardConfig()
     learner: LearnerConfig = LearnerConfig()
     eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
 
 
 def reference_markdown(cls: type[BaseModel], title: str) -> str:

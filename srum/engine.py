@@ -13,75 +13,42 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .config import RewardConfig, TrainConfig, dump_config
+from .config import TrainConfig, dump_config
 from .evaluate import run_eval
 from .io import write_json, write_text
-from .learner.learner import Learner
 from .models import SampleOptions, load_model
-from .rewards.judge import JudgeOptions, SelfJudge
-from .rewards.proposals import ComponentProposer, GridProposer, load_proposer
-from .rollout.sources import prompt_source
+from .stages import JudgeStage, LearnerStage, RolloutStage
 from .world import heldout_set
 
 EVAL_SAMPLING = SampleOptions(steps=20, cfg_scale=3.0)
-
-
-def make_proposer(r: RewardConfig):
-    if r.proposer == "components":
-        return ComponentProposer(r.min_area, r.max_regions)
-    if r.proposer == "grid":
-        return GridProposer(r.grid_cells)
-    return load_proposer(r.proposer)
-
-
-def make_judge(model, r: RewardConfig) -> SelfJudge:
-    opts = JudgeOptions(r.map == "signed", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
-    return SelfJudge(model, make_proposer(r), opts)
-
-
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 8 + stream)
 
 
 class LocalEngine:
     def __init__(self, cfg: TrainConfig, run_dir: Path, log=print):
         self.cfg, self.dir, self.log = cfg, Path(run_dir), log
         self.policy = load_model(cfg.model)
+        # One policy object: the rollout stage samples from exactly the weights the learner updates.
+        self.rollouts = RolloutStage(cfg, self.policy)
+        self.learner_stage = LearnerStage(cfg, self.policy)
+        self.learner = self.learner_stage.learner
         # The judge stays the initial model unless configured to follow, so the reward cannot drift.
-        judge_model = self.policy if cfg.learner.judge_follows else copy.deepcopy(self.policy)
-        self.judge = make_judge(judge_model, cfg.reward)
-        self.learner = Learner(self.policy, cfg.learner, cfg.reward)
-        self.source = prompt_source(cfg.rollout.prompts, cfg.seed)
+        self.judge = JudgeStage(cfg, self.policy if cfg.learner.judge_follows else copy.deepcopy(self.policy))
         self.step = 0
 
     # ---- one step of the loop, stage by stage ----
-    def rollout(self, step: int):
-        r = self.cfg.rollout
-        specs = self.source.take(step * r.prompts_per_step, r.prompts_per_step)
-        s = r.sampling
-        opts = SampleOptions(steps=s.steps, cfg_scale=s.cfg_scale, eta=s.eta)
-        seed = (self.cfg.seed * 1_000_003 + step) % 2**62
-        return self.policy.generate([sp.prompt for sp in specs], r.samples_per_prompt, seed, opts)
-
     def train_step(self, step: int) -> dict:
         t0 = time.perf_counter()
-        rollouts = self.rollout(step)
+        rollouts = self.rollouts.generate(step)
         t1 = time.perf_counter()
-        judgements = self.judge.judge(rollouts)
+        judgements = self.judge.score(rollouts)
         t2 = time.perf_counter()
-        m = self.learner.step(list(zip(rollouts, judgements)), step_generator(self.cfg.seed, step, 1))
+        m = self.learner_stage.step(rollouts, judgements)
         t3 = time.perf_counter()
-        regions = [reg.score for j in judgements for reg in j.regions]
-        return {"step": step + 1, "version": self.learner.version, **{k: round(v, 6) for k, v in m.items()},
-                "global_reward": round(float(np.mean([j.global_score for j in judgements])), 4),
-                "local_reward": round(float(np.mean(regions)), 4) if regions else None,
-                "map_mean": round(float(np.mean([j.reward_map.mean() for j in judgements])), 4),
-                "rollout_s": round(t1 - t0, 3), "judge_s": round(t2 - t1, 3), "learn_s": round(t3 - t2, 3),
-                "_samples": (rollouts, judgements)}
+        return {"step": step + 1, **m, "rollout_s": round(t1 - t0, 3), "judge_s": round(t2 - t1, 3),
+                "learn_s": round(t3 - t2, 3), "_samples": (rollouts, judgements)}
 
     # ---- the run ----
     def run(self) -> dict:
@@ -114,45 +81,41 @@ class LocalEngine:
         train_s = time.perf_counter() - t_start
         if self.cfg.eval.at_end:
             results["final"] = self.evaluate("final")
-        results = {**self._reports(), **results, "steps_done": self.step,
+        results = {**eval_reports(self.dir), **results, "steps_done": self.step,
                    "train_seconds": round(train_s, 1)}
         write_json(self.dir / "results.json", results)
         return results
 
     def evaluate(self, name: str) -> dict:
-        e = self.cfg.eval
-        report = run_eval(self.policy, heldout_set()[: e.prompts], e.images_per_prompt, self.dir / "eval" / name,
-                          e.seed, EVAL_SAMPLING, save_images=True, judge_model=self.judge.model)
-        self.log(f"eval {name}: CompWorld-Bench {report['overall']:.4f}, judge mean global {report['judge_mean_global']:.4f}")
-        return report
+        return evaluate(self.cfg, self.dir, name, self.policy, self.judge.model, self.log)
 
-    def _reports(self) -> dict:
-        out = {}
-        for name in ("initial", "final"):
-            f = self.dir / "eval" / name / "report.json"
-            if f.exists():
-                out[name] = json.loads(f.read_text())
-        return out
-
-    # ---- checkpoints: model + optimiser + reference + RNG position + data position + version ----
+    # ---- checkpoints ----
     def checkpoint(self) -> None:
-        d = self.dir / "checkpoints" / f"step_{self.step:06d}"
-        self.policy.save(d / "model")
-        self.learner.save(d / "learner.safetensors", {"step": str(self.step)})
-        write_json(d / "state.json", {"step": self.step, "policy_version": self.learner.version,
-                                      "data_position": self.step * self.cfg.rollout.prompts_per_step,
-                                      "rng": {"seed": self.cfg.seed, "derived_from": "(seed, step)"}})
-        write_text(self.dir / "checkpoints" / "latest", d.name + "\n")
+        self.learner_stage.checkpoint(self.dir, self.step, self.step * self.cfg.rollout.prompts_per_step)
 
     def resume(self) -> None:
-        latest = self.dir / "checkpoints" / "latest"
-        if not latest.exists():
-            return
-        d = self.dir / "checkpoints" / latest.read_text().strip()
-        self.policy.net.load_state_dict(load_model(d / "model").net.state_dict())
-        self.learner.load(d / "learner.safetensors")
-        self.step = json.loads((d / "state.json").read_text())["step"]
-        self.log(f"resumed from {d} (step {self.step}, policy version {self.learner.version})")
+        state = self.learner_stage.resume(self.dir)
+        if state is not None:
+            self.step = state["step"]
+            self.log(f"resumed from {state['dir']} (step {self.step}, policy version {self.learner.version})")
+
+
+def evaluate(cfg: TrainConfig, run_dir: Path, name: str, policy, judge_model, log=print) -> dict:
+    """CompWorld-Bench of `policy` on the held-out set, with the judge's mean global score beside it."""
+    e = cfg.eval
+    report = run_eval(policy, heldout_set()[: e.prompts], e.images_per_prompt, Path(run_dir) / "eval" / name,
+                      e.seed, EVAL_SAMPLING, save_images=True, judge_model=judge_model)
+    log(f"eval {name}: CompWorld-Bench {report['overall']:.4f}, judge mean global {report['judge_mean_global']:.4f}")
+    return report
+
+
+def eval_reports(run_dir: Path) -> dict:
+    out = {}
+    for name in ("initial", "final"):
+        f = Path(run_dir) / "eval" / name / "report.json"
+        if f.exists():
+            out[name] = json.loads(f.read_text())
+    return out
 
 
 def write_grid(path: Path, rollouts, judgements, n: int = 8, scale: int = 4) -> None:

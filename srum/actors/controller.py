@@ -1,0 +1,267 @@
+"""The controller: a named actor that streams batches generator -> judge -> learner with bounded
+staleness, publishes weights, checkpoints, and answers `srum scale` / `stop` while it runs.
+
+Bounded staleness, by construction: a new batch is issued only while at most `max_staleness` issued
+batches are still unfinished (not yet learned from or dropped), and every batch is generated with the
+newest published weights. A batch is therefore learned from at most `max_staleness` versions after the
+one that made it; `max_staleness: 0` is lock-step, the local engine's order exactly. A batch that
+still lags by more (weights published every `sync_every` > 1 steps, a re-issued batch) is dropped and
+counted. The in-flight window also bounds memory, however the stages' speeds differ.
+
+Data never passes through the controller: it hands object references from one actor to the next
+(one call per batch), and reads only the small metadata each call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.util.placement_group import remove_placement_group
+
+from ..config import TrainConfig
+from .group import ActorGroup, actor_options, reserve, wait_placed
+from .workers import GeneratorActor, JudgeActor, LearnerActor
+
+
+HISTORY_KEYS = ("step", "version", "staleness", "generators", "judges", "global_reward", "local_reward", "total", "kl_term")
+
+
+@dataclass
+class Batch:
+    index: int  # data position in batches: prompts index * prompts_per_step onwards, seed (seed, index)
+    version: int  # the policy version it was generated with
+    rollouts: object = None  # ObjectRef
+    judgements: object = None  # ObjectRef
+    meta: dict = field(default_factory=dict)
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class Controller:
+    def __init__(self, cfg_json: str, run_dir: str):
+        self.cfg_json, self.cfg = cfg_json, TrainConfig.model_validate_json(cfg_json)
+        self.dir = Path(run_dir)
+        self.want = {"generator": self.cfg.ray.generators, "judge": self.cfg.ray.judges}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.finished = threading.Event()
+        self.counts = {"generated": 0, "judged": 0, "consumed": 0, "dropped_stale": 0, "reissued": 0,
+                       "abandoned_at_stop": 0, "weight_versions": 0}
+        self.step, self.version, self.result = 0, 0, None
+        self.sync = {"publish_s": 0.0, "fetch_s": 0.0, "fetch_bytes": 0, "fetches": 0}
+        self.history: list[dict] = []
+
+    # ---- called from outside while run() runs (other threads of this actor) ----
+    def scale(self, generators: int | None = None, judges: int | None = None) -> dict:
+        with self.lock:
+            if generators is not None:
+                self.want["generator"] = max(1, generators)
+            if judges is not None:
+                self.want["judge"] = max(1, judges)
+        return self.status()
+
+    def status(self) -> dict:
+        g, j = getattr(self, "gens", None), getattr(self, "judges", None)
+        return {"step": self.step, "version": self.version, "want": dict(self.want),
+                "generators": g.running if g else 0, "judges": j.running if j else 0,
+                "pending": {"generator": len(g.pending) if g else 0, "judge": len(j.pending) if j else 0}, **self.counts,
+                "history": self.history[-50:], "stopping": self.stopping.is_set(), "finished": self.finished.is_set()}
+
+    def stop(self, timeout: float = 60.0) -> dict | None:
+        """Finish the current learner step, checkpoint, and return the run summary."""
+        self.stopping.set()
+        self.finished.wait(timeout)
+        return self.result
+
+    # ---- the loop ----
+    def run(self) -> dict:
+        try:
+            self.result = self._run()
+            return self.result
+        finally:
+            self._release()
+            self.finished.set()
+
+    def _release(self) -> None:
+        """Kill every actor this run started and free its reservations (also after an error)."""
+        for group in (getattr(self, "gens", None), getattr(self, "judges", None)):
+            if group is not None:
+                group.shutdown()
+        if getattr(self, "learner", None) is not None:
+            ray.kill(self.learner, no_restart=True)
+        if getattr(self, "learner_pg", None) is not None:
+            remove_placement_group(self.learner_pg)
+
+    def _run(self) -> dict:
+        c, r = self.cfg, self.cfg.ray
+        pps = c.rollout.prompts_per_step
+        self.learner_pg = reserve(r.learner, r.placement)
+        wait_placed("learner", r.learner, self.learner_pg)
+        self.learner = LearnerActor.options(**actor_options(r.learner, self.learner_pg)).remote(
+            self.cfg_json, r.learner.threads, str(self.dir))
+        state = ray.get(self.learner.resume.remote())
+        self.step = state["step"] if state else 0
+        next_index = state["data_position"] // pps if state else 0
+        self.version = ray.get(self.learner.version.remote())
+        self.gens = ActorGroup("generator", GeneratorActor, (self.cfg_json, r.generator.threads), r.generator, r.placement)
+        self.judges = ActorGroup("judge", JudgeActor, (self.cfg_json, r.judge.threads), r.judge, r.placement)
+        self.gens.add(self.want["generator"])
+        self.judges.add(self.want["judge"])
+        weights = self._publish()
+        generating, judging = {}, {}  # meta ref -> (actor id, Batch)
+        to_judge, to_learn, retry = deque(), deque(), deque()
+        learning, unfinished = None, 0  # (ref, Batch) in the learner; batches issued and not yet learned or dropped
+        metrics = (self.dir / "metrics.jsonl").open("a")
+        t0, idle_s, last_health = time.perf_counter(), 0.0, time.perf_counter()
+        window = deque(maxlen=max(1, r.status_every))
+        while self.step < c.steps and not self.stopping.is_set():
+            self._apply_scale()
+            # 1. issue generation: within the staleness window, to idle generators
+            while unfinished <= r.max_staleness and self.step + unfinished < c.steps:
+                got = self.gens.take()
+                if got is None:
+                    break
+                aid, actor = got
+                index = retry.popleft() if retry else next_index
+                next_index += 0 if index < next_index else 1
+                b = Batch(index, weights[1])
+                meta_ref, b.rollouts = actor.generate.options(num_returns=2).remote(index, weights)
+                generating[meta_ref] = (aid, b)
+                unfinished += 1
+            # 2. judge what is generated
+            while to_judge and (got := self.judges.take()) is not None:
+                aid, actor = got
+                b = to_judge.popleft()
+                meta_ref, b.judgements = actor.score.options(num_returns=2).remote(
+                    b.rollouts, weights if c.learner.judge_follows else None)
+                judging[meta_ref] = (aid, b)
+            # 3. learn from the oldest scored batch, or drop it if too stale
+            while learning is None and to_learn:
+                b = min(to_learn, key=lambda x: x.version)  # the oldest first: it is the nearest to going stale
+                to_learn.remove(b)
+                if self.version - b.version > r.max_staleness:
+                    self.counts["dropped_stale"] += 1
+                    unfinished -= 1
+                    continue
+                sample = self._sample_path(self.step + 1)
+                learning = (self.learner.step.remote(b.rollouts, b.judgements, sample), b)
+            # wait for whatever finishes first
+            pending = list(generating) + list(judging) + ([learning[0]] if learning else [])
+            tw = time.perf_counter()
+            ready, _ = ray.wait(pending, num_returns=1, timeout=1.0)
+            if learning is None:
+                idle_s += time.perf_counter() - tw
+            for ref in ready:
+                if ref in generating:
+                    aid, b = generating.pop(ref)
+                    if self._collect(self.gens, aid, ref, b):
+                        self.counts["generated"] += 1
+                        self._count_sync(b.meta)
+                        to_judge.append(b)
+                    else:
+                        retry.append(b.index)
+                        unfinished -= 1
+                        self.counts["reissued"] += 1
+                elif ref in judging:
+                    aid, b = judging.pop(ref)
+                    if self._collect(self.judges, aid, ref, b):
+                        self.counts["judged"] += 1
+                        to_learn.append(b)
+                    else:
+                        to_judge.appendleft(b)  # judge it again on another judge: the rollouts are kept
+                else:
+                    m = ray.get(ref)  # a learner failure is fatal: resume from the last checkpoint
+                    b = learning[1]
+                    learning, unfinished = None, unfinished - 1
+                    self.step += 1
+                    self.version = m["version"]
+                    self.counts["consumed"] += 1
+                    elapsed = time.perf_counter() - t0
+                    window.append((time.perf_counter(), idle_s))
+                    row = {"step": self.step, "t": round(elapsed, 4), **m, "staleness": self.version - 1 - b.version, "batch": b.index,
+                           "generators": self.gens.running, "judges": self.judges.running,
+                           "samples_per_s": round(self._samples() / elapsed, 3),
+                           "learner_idle_ratio": round(idle_s / elapsed, 4), **{k: v for k, v in self.counts.items()},
+                           "generate_s": round(b.meta.get("generate_s", 0), 4), "judge_s": round(b.meta.get("judge_s", 0), 4)}
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    self.history.append({k: row[k] for k in HISTORY_KEYS})
+                    if self.step % r.sync_every == 0:
+                        weights = self._publish()
+                    if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                        ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
+                    self._autoscale(window)
+            if time.perf_counter() - last_health > 30:
+                self.gens.check_health()
+                self.judges.check_health()
+                last_health = time.perf_counter()
+        # stopping: the learner's current step is done (we only stop between steps); checkpoint there
+        if self.stopping.is_set():
+            if learning is not None:
+                ray.get(learning[0])
+                self.step += 1
+                self.counts["consumed"] += 1
+            self.counts["abandoned_at_stop"] = len(generating) + len(judging) + len(to_judge) + len(to_learn)
+        ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
+        metrics.close()
+        elapsed = time.perf_counter() - t0
+        summary = {"steps_done": self.step, "version": self.version, **self.counts, "seconds": round(elapsed, 3),
+                   "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(idle_s / elapsed, 4),
+                   "restarts": {"generator": self.gens.restarts, "judge": self.judges.restarts},
+                   "weight_sync": self.sync, "stopped": self.stopping.is_set()}
+        return summary
+
+    # ---- helpers ----
+    def _samples(self) -> int:
+        return self.counts["consumed"] * self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
+
+    def _publish(self) -> list:
+        """One object-store put per version (the learner's return value), sent as [ref, version]."""
+        t = time.perf_counter()
+        ref = self.learner.weights.remote()
+        ray.wait([ref], fetch_local=False)
+        self.sync["publish_s"] += time.perf_counter() - t
+        self.counts["weight_versions"] += 1
+        return [ref, self.version]
+
+    def _count_sync(self, meta: dict) -> None:
+        if meta.get("sync_bytes"):
+            self.sync["fetch_s"] += meta["sync_s"]
+            self.sync["fetch_bytes"] += meta["sync_bytes"]
+            self.sync["fetches"] += 1
+
+    def _collect(self, group: ActorGroup, aid: int, ref, b: Batch) -> bool:
+        """Read a finished call's metadata; on a dead actor, replace it and report failure."""
+        try:
+            b.meta.update(ray.get(ref))
+            group.release(aid)
+            return True
+        except ray.exceptions.RayActorError:
+            group.replace(aid)
+            return False
+
+    def _apply_scale(self) -> None:
+        with self.lock:
+            want = dict(self.want)
+        self.gens.resize(want["generator"])
+        self.judges.resize(want["judge"])
+
+    def _autoscale(self, window: deque) -> None:
+        r = self.cfg.ray
+        if not r.autoscale or len(window) < window.maxlen:
+            return
+        (t_a, idle_a), (t_b, idle_b) = window[0], window[-1]
+        if t_b > t_a and (idle_b - idle_a) / (t_b - t_a) > r.autoscale_idle and self.want["generator"] < r.max_generators:
+            with self.lock:
+                self.want["generator"] += 1
+            window.clear()
+
+    def _sample_path(self, step: int) -> str | None:
+        if self.cfg.ray.stages == "stand_in" or (step % self.cfg.sample_every and step != self.cfg.steps):
+            return None
+        return str(self.dir / "samples" / f"step_{step:06d}.png")

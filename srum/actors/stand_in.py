@@ -1,0 +1,63 @@
+"""Stand-in stages that take fixed times without using the CPU (they sleep) and move real-sized data.
+
+With them a run measures only srum's own orchestration, transport and weight sync: the pipeline
+efficiency benchmark (bench/ray_pipeline.py) and the streaming tests use them. Same interface as
+srum/stages.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..records import Judgement, Rollout
+
+
+class StandInRollout:
+    def __init__(self, cfg):
+        self.cfg, self.s = cfg, cfg.ray.stand_in
+        self.weights = np.zeros(int(self.s.weights_mb * 2**20 // 4), np.float32)
+        self.version = 0
+
+    def load(self, flat: np.ndarray, version: int) -> None:
+        np.copyto(self.weights, flat)  # the copy a real generator makes into its parameters
+        self.version = version
+
+    def generate(self, batch: int) -> list[Rollout]:
+        time.sleep(self.s.generate_s)
+        n = self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
+        img, lat = np.zeros((32, 32, 3), np.uint8), np.zeros((64, 48), np.float32)
+        return [Rollout(f"{batch}-{i}", "a red square", "single", img, lat, self.version) for i in range(n)]
+
+
+class StandInJudge:
+    def __init__(self, cfg):
+        self.s = cfg.ray.stand_in
+
+    def score(self, rollouts: list[Rollout]) -> list[Judgement]:
+        time.sleep(self.s.judge_s)
+        return [Judgement(r.id, 0.0, [], np.full((32, 32), 0.5, np.float32)) for r in rollouts]
+
+
+class StandInLearner:
+    def __init__(self, cfg):
+        self.s = cfg.ray.stand_in
+        self.weights = np.zeros(int(self.s.weights_mb * 2**20 // 4), np.float32)
+        self.version = 0
+
+    def step(self, rollouts, judgements) -> dict:
+        time.sleep(self.s.learn_s)
+        self.version += 1
+        self.weights[self.version % len(self.weights)] = self.version  # new bytes each version
+        return {"version": self.version, "total": 0.0, "reward_term": 0.0, "kl_term": 0.0,
+                "global_reward": 0.0, "local_reward": None, "map_mean": 0.5}
+
+    def flat_weights(self) -> np.ndarray:
+        return self.weights
+
+    def checkpoint(self, run_dir, step: int, data_position: int):
+        return None  # nothing worth keeping
+
+    def resume(self, run_dir):
+        return None

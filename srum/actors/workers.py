@@ -1,0 +1,111 @@
+"""Ray actors for the three roles. Each is a thin wrapper around a stage of srum/stages.py (or its
+stand-in): it adds weight loading, timing and nothing else, so the algorithm has one implementation.
+
+Weights travel as `[ref, version]`: a flat float32 buffer the learner returned once into the object
+store, wrapped in a list so that Ray does not fetch it for every call; an actor fetches it (zero-copy
+on its node) only when the version is newer than the one it holds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from ..config import TrainConfig
+from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
+from . import stand_in
+
+
+def _setup(cfg_json: str, threads: int) -> TrainConfig:
+    torch.set_num_threads(threads)
+    return TrainConfig.model_validate_json(cfg_json)
+
+
+def _fetch(weights: list | None, held: int, load) -> tuple[int, float, int]:
+    """Load `weights` = [ref, version] if newer than `held`; returns (version, seconds, bytes)."""
+    if weights is None or weights[1] <= held:
+        return held, 0.0, 0
+    t = time.perf_counter()
+    flat = ray.get(weights[0])
+    load(flat, weights[1])
+    return weights[1], time.perf_counter() - t, flat.nbytes
+
+
+@ray.remote(max_restarts=0)
+class GeneratorActor:
+    def __init__(self, cfg_json: str, threads: int):
+        cfg = _setup(cfg_json, threads)
+        self.stand_in = cfg.ray.stages == "stand_in"
+        self.stage = stand_in.StandInRollout(cfg) if self.stand_in else RolloutStage(cfg)
+        self.version = -1  # no weights yet: the first batch always loads the current ones
+
+    def ping(self) -> int:
+        return self.version
+
+    def _load(self, flat, version: int) -> None:
+        if self.stand_in:
+            self.stage.load(flat, version)
+        else:
+            load_weights(self.stage.policy, flat, version)
+
+    def generate(self, batch: int, weights: list) -> tuple[dict, list]:
+        """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""
+        self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load)
+        t = time.perf_counter()
+        rollouts = self.stage.generate(batch)
+        return ({"batch": batch, "version": self.version, "n": len(rollouts), "generate_s": time.perf_counter() - t,
+                 "sync_s": sync_s, "sync_bytes": sync_bytes}, rollouts)
+
+
+@ray.remote(max_restarts=0)
+class JudgeActor:
+    def __init__(self, cfg_json: str, threads: int):
+        cfg = _setup(cfg_json, threads)
+        self.stand_in = cfg.ray.stages == "stand_in"
+        self.stage = stand_in.StandInJudge(cfg) if self.stand_in else JudgeStage(cfg)
+        self.version = 0  # the judge starts as the initial model; it moves only if configured to follow
+
+    def ping(self) -> int:
+        return self.version
+
+    def score(self, rollouts: list, weights: list | None = None) -> tuple[dict, list]:
+        if not self.stand_in:
+            self.version, _, _ = _fetch(weights, self.version, lambda f, v: load_weights(self.stage.model, f, v))
+        t = time.perf_counter()
+        judgements = self.stage.score(rollouts)
+        return {"judge_s": time.perf_counter() - t}, judgements
+
+
+@ray.remote(max_restarts=0)
+class LearnerActor:
+    def __init__(self, cfg_json: str, threads: int, run_dir: str):
+        self.cfg = _setup(cfg_json, threads)
+        self.dir = Path(run_dir)
+        self.stage = stand_in.StandInLearner(self.cfg) if self.cfg.ray.stages == "stand_in" else LearnerStage(self.cfg)
+
+    def resume(self) -> dict | None:
+        return self.stage.resume(self.dir)
+
+    def version(self) -> int:
+        return self.stage.version
+
+    def step(self, rollouts: list, judgements: list, sample_path: str | None = None) -> dict:
+        t = time.perf_counter()
+        m = self.stage.step(rollouts, judgements)
+        m["learn_s"] = round(time.perf_counter() - t, 4)
+        if sample_path:
+            from ..engine import write_grid
+
+            write_grid(Path(sample_path), rollouts, judgements)
+        return m
+
+    def weights(self):
+        """The current weights as one flat buffer: returned once into the object store per version."""
+        return self.stage.flat_weights()
+
+    def checkpoint(self, step: int, data_position: int) -> str | None:
+        d = self.stage.checkpoint(self.dir, step, data_position)
+        return str(d) if d else None

@@ -1,0 +1,120 @@
+"""The Ray engine on an in-process local Ray instance: lock-step equals the local engine, streaming
+bounds staleness, every batch is accounted for, and scaling happens while training runs."""
+
+import json
+import threading
+import time
+
+import pytest
+import ray
+import torch
+
+from srum.actors.driver import NAMESPACE, RayEngine
+from srum.config import TrainConfig, load_config
+from srum.engine import LocalEngine
+from srum.models import load_model
+
+NO_EVAL = ["eval.at_start=false", "eval.at_end=false"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, namespace=NAMESPACE, _node_ip_address="127.0.0.1", include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def cfg_for(model_dir, steps, *sets):
+    base = [f"model={model_dir}", f"steps={steps}", "rollout.prompts_per_step=2", "rollout.samples_per_prompt=2",
+            "rollout.sampling.steps=2", "checkpoint_every=2", "sample_every=100", "learner.lr=0.01",
+            "ray.generator.num_cpus=0.25", "ray.judge.num_cpus=0.25", "ray.learner.num_cpus=0.5", *NO_EVAL]
+    return load_config(TrainConfig, None, base + list(sets))
+
+
+def quiet(*_):
+    pass
+
+
+def test_lock_step_gives_the_local_engines_weights(local_ray, tmp_path, tiny_model_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the actors run one thread each: same arithmetic on both sides
+    try:
+        local = LocalEngine(cfg_for(tiny_model_dir, 3), tmp_path / "local", quiet)
+        local.run()
+    finally:
+        torch.set_num_threads(threads)
+    summary = RayEngine(cfg_for(tiny_model_dir, 3, "ray.max_staleness=0", "ray.generators=2"), tmp_path / "ray", quiet).run()["ray"]
+    assert summary["consumed"] == 3 and summary["dropped_stale"] == 0
+    ray_model = load_model(tmp_path / "ray" / "checkpoints" / "step_000003" / "model")
+    assert torch.equal(local.policy.flat_weights(), ray_model.flat_weights())
+    rows = [json.loads(line) for line in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in rows] == [0, 1, 2] and all(r["staleness"] == 0 for r in rows)
+    # the learner's checkpoint is the local engine's: same optimiser state, same data position
+    for name in ("state.json",):
+        a = json.loads((tmp_path / "local" / "checkpoints" / "step_000003" / name).read_text())
+        b = json.loads((tmp_path / "ray" / "checkpoints" / "step_000003" / name).read_text())
+        assert a == b
+
+
+def test_streaming_bounds_staleness_and_accounts_for_every_batch(local_ray, tmp_path, tiny_model_dir):
+    cfg = cfg_for(tiny_model_dir, 12, "ray.stages=stand_in", "ray.max_staleness=1", "ray.generators=3",
+                  "ray.stand_in.generate_s=0.05", "ray.stand_in.judge_s=0.01", "ray.stand_in.learn_s=0.01",
+                  "ray.stand_in.weights_mb=1")
+    s = RayEngine(cfg, tmp_path / "run", quiet).run()["ray"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert s["consumed"] == 12 and max(r["staleness"] for r in rows) <= 1
+    assert s["generated"] == s["consumed"] + s["dropped_stale"] + s["abandoned_at_stop"]
+    assert s["weight_sync"]["fetches"] >= 1 and s["weight_sync"]["fetch_bytes"] > 0
+
+
+def test_a_staleness_bound_below_the_sync_interval_is_refused():
+    from srum.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_staleness .0. must be at least sync_every - 1"):
+        load_config(TrainConfig, None, ["ray.max_staleness=0", "ray.sync_every=2"])
+
+
+def wait_for(ctl, pred, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = ray.get(ctl.status.remote())
+        assert not st["finished"], f"the run ended before the condition held: {st}"
+        if pred(st):
+            return st
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting; last status {st}")
+
+
+def test_scale_while_training(local_ray, tmp_path, tiny_model_dir):
+    cfg = cfg_for(tiny_model_dir, 80, "ray.stages=stand_in", "ray.max_staleness=3", "ray.name=scaletest",
+                  "ray.stand_in.generate_s=0.15", "ray.stand_in.judge_s=0.01", "ray.stand_in.learn_s=0.01",
+                  "ray.stand_in.weights_mb=1")
+    out, errors = {}, []
+
+    def train():
+        try:
+            out.update(RayEngine(cfg, tmp_path / "run", quiet).run())
+        except Exception as e:  # surfaced below, not lost in the thread
+            errors.append(e)
+
+    t = threading.Thread(target=train)
+    t.start()
+    deadline = time.time() + 60
+    while True:
+        try:
+            ctl = ray.get_actor("scaletest", namespace=NAMESPACE)
+            break
+        except ValueError:
+            assert time.time() < deadline and not errors, errors
+            time.sleep(0.2)
+    wait_for(ctl, lambda st: st["step"] >= 5)
+    ray.get(ctl.scale.remote(generators=2))
+    wait_for(ctl, lambda st: st["generators"] == 2 and st["step"] >= 30)
+    ray.get(ctl.scale.remote(generators=1))
+    t.join(120)
+    assert not errors, errors
+    s = out["ray"]
+    gens = [json.loads(line)["generators"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert gens[0] == 1 and 2 in gens and gens[-1] == 1
+    assert s["consumed"] == 80 and s["generated"] == s["consumed"] + s["dropped_stale"] + s["abandoned_at_stop"]
