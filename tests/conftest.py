@@ -21,3 +21,13 @@ def tiny_model_dir(tmp_path, tiny_model):
     d = tmp_path / "tiny_model"
     tiny_model.save(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head (`ray start --head`) on 127.0.0.1, shared by the end-to-end tests."""
+    from ray_head import start_head, stop_head
+
+    head = start_head()
+    yield head
+    stop_head(head)

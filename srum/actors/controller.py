@@ -116,8 +116,8 @@ class Controller:
         generating, judging = {}, {}  # meta ref -> (actor id, Batch)
         to_judge, to_learn, retry = deque(), deque(), deque()
         learning, unfinished = None, 0  # (ref, Batch) in the learner; batches issued and not yet learned or dropped
-        metrics = (self.dir / "metrics.jsonl").open("a")
-        t0, idle_s, last_health = time.perf_counter(), 0.0, time.perf_counter()
+        self.t0, self.idle_s, last_health = time.perf_counter(), 0.0, time.perf_counter()
+        self.metrics = (self.dir / "metrics.jsonl").open("a")
         window = deque(maxlen=max(1, r.status_every))
         while self.step < c.steps and not self.stopping.is_set():
             self._apply_scale()
@@ -149,13 +149,13 @@ class Controller:
                     unfinished -= 1
                     continue
                 sample = self._sample_path(self.step + 1)
-                learning = (self.learner.step.remote(b.rollouts, b.judgements, sample), b)
+                learning, learning_batch = self.learner.step.remote(b.rollouts, b.judgements, sample), b
             # wait for whatever finishes first
-            pending = list(generating) + list(judging) + ([learning[0]] if learning else [])
+            pending = list(generating) + list(judging) + ([learning] if learning else [])
             tw = time.perf_counter()
             ready, _ = ray.wait(pending, num_returns=1, timeout=1.0)
             if learning is None:
-                idle_s += time.perf_counter() - tw
+                self.idle_s += time.perf_counter() - tw
             for ref in ready:
                 if ref in generating:
                     aid, b = generating.pop(ref)
@@ -175,25 +175,12 @@ class Controller:
                     else:
                         to_judge.appendleft(b)  # judge it again on another judge: the rollouts are kept
                 else:
-                    m = ray.get(ref)  # a learner failure is fatal: resume from the last checkpoint
-                    b = learning[1]
                     learning, unfinished = None, unfinished - 1
-                    self.step += 1
-                    self.version = m["version"]
-                    self.counts["consumed"] += 1
-                    elapsed = time.perf_counter() - t0
-                    window.append((time.perf_counter(), idle_s))
-                    row = {"step": self.step, "t": round(elapsed, 4), **m, "staleness": self.version - 1 - b.version, "batch": b.index,
-                           "generators": self.gens.running, "judges": self.judges.running,
-                           "samples_per_s": round(self._samples() / elapsed, 3),
-                           "learner_idle_ratio": round(idle_s / elapsed, 4), **{k: v for k, v in self.counts.items()},
-                           "generate_s": round(b.meta.get("generate_s", 0), 4), "judge_s": round(b.meta.get("judge_s", 0), 4)}
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    self.history.append({k: row[k] for k in HISTORY_KEYS})
+                    self._learned(ray.get(ref), learning_batch)  # a learner failure is fatal: resume from the checkpoint
+                    window.append((time.perf_counter(), self.idle_s))
                     if self.step % r.sync_every == 0:
                         weights = self._publish()
-                    if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                    if self.step % c.checkpoint_every == 0 and self.step < c.steps:  # the last one follows the loop
                         ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
                     self._autoscale(window)
             if time.perf_counter() - last_health > 30:
@@ -203,20 +190,32 @@ class Controller:
         # stopping: the learner's current step is done (we only stop between steps); checkpoint there
         if self.stopping.is_set():
             if learning is not None:
-                ray.get(learning[0])
-                self.step += 1
-                self.counts["consumed"] += 1
+                self._learned(ray.get(learning), learning_batch)
             self.counts["abandoned_at_stop"] = len(generating) + len(judging) + len(to_judge) + len(to_learn)
         ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
-        metrics.close()
-        elapsed = time.perf_counter() - t0
+        self.metrics.close()
+        elapsed = time.perf_counter() - self.t0
         summary = {"steps_done": self.step, "version": self.version, **self.counts, "seconds": round(elapsed, 3),
-                   "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(idle_s / elapsed, 4),
+                   "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(self.idle_s / elapsed, 4),
                    "restarts": {"generator": self.gens.restarts, "judge": self.judges.restarts},
                    "weight_sync": self.sync, "stopped": self.stopping.is_set()}
         return summary
 
     # ---- helpers ----
+    def _learned(self, m: dict, b: Batch) -> None:
+        """Book one finished learner step: counters, a metrics row, the status history."""
+        self.step += 1
+        self.version = m["version"]
+        self.counts["consumed"] += 1
+        elapsed = time.perf_counter() - self.t0
+        row = {"step": self.step, "t": round(elapsed, 4), **m, "staleness": self.version - 1 - b.version, "batch": b.index,
+               "generators": self.gens.running, "judges": self.judges.running,
+               "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(self.idle_s / elapsed, 4),
+               **self.counts, "generate_s": round(b.meta.get("generate_s", 0), 4), "judge_s": round(b.meta.get("judge_s", 0), 4)}
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        self.history.append({k: row[k] for k in HISTORY_KEYS})
+
     def _samples(self) -> int:
         return self.counts["consumed"] * self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
 

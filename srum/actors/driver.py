@@ -62,7 +62,11 @@ class RayEngine:
         summary = self._train()
         results = {**eval_reports(self.dir), "steps_done": summary["steps_done"], "train_seconds": summary["seconds"],
                    "ray": summary}
-        if model_stages and self.cfg.eval.at_end:
+        if summary["stopped"]:
+            # A stopped job has seconds before SIGKILL (RAY_JOB_STOP_WAIT_TIME_S): keep the checkpoint, skip eval.
+            self.log(f"stopped at step {summary['steps_done']}; final evaluation skipped "
+                     f"(srum eval --model {self.dir}/checkpoints/<latest>/model)")
+        elif model_stages and self.cfg.eval.at_end:
             latest = self.dir / "checkpoints" / (self.dir / "checkpoints" / "latest").read_text().strip()
             judge = load_model(latest / "model") if self.cfg.learner.judge_follows else load_model(self.cfg.model)
             results["final"] = evaluate(self.cfg, self.dir, "final", load_model(latest / "model"), judge, self.log)
