@@ -1,4 +1,4 @@
-"""The `srum` command line: world | pretrain | eval | judge | train | scale."""
+"""The `srum` command line: world | pretrain | eval | judge | train | scale | serve."""
 
 from __future__ import annotations
 
@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--manifest", required=True, type=Path)
     j.add_argument("--out", required=True, type=Path)
     j.set_defaults(func=cmd_judge)
+
+    sv = sub.add_parser("serve", help="serve /generate, /judge and /healthz over HTTP with Ray Serve")
+    sv.add_argument("--model", default="builtin", help="builtin or a model directory")
+    sv.add_argument("--follow", type=Path, metavar="RUN_DIR", help="serve the newest checkpoint of a training run")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: SRUM_SERVE_TOKEN, else none)")
+    sv.add_argument("--replicas-max", type=int, default=2, help="autoscaling limit of each model deployment")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 
@@ -198,6 +207,12 @@ def cmd_judge(args) -> int:
     rows = run_judge(load_model(args.model), args.manifest, args.out)
     print(f"judged {len(rows)} images -> {args.out}")
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve_forever
+
+    return serve_forever(args)
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ class RayConfig(Section):
 
 
 class TrainConfig(Section):
-    engine: Literal["local", "ray"] = "local"
+    engine: Literal["local", "ray"] = "ray"  # ray: actors on a local instance or RAY_ADDRESS; local: one process
     model: str = "builtin"
     seed: int = 0
     steps: int = 200

@@ -43,12 +43,13 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 8 + stream)
 
 
-def load_weights(model, flat, version: int) -> None:
+def load_weights(model, flat, version: int, share: bool = False) -> None:
     """Load a flat float32 buffer (a numpy array straight from the object store, read-only and
-    zero-copy) into `model`; the copy into the parameters is the only copy."""
+    zero-copy) into `model`: copied into its parameters, or with share=True used in place (the
+    parameters become views of the shared buffer: no copy at all, for inference-only replicas)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": we only read it
-        model.load_flat_weights(torch.as_tensor(flat), version)
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": it is only ever read
+        model.load_flat_weights(torch.as_tensor(flat), version, share)
 
 
 class RolloutStage:

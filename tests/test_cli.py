@@ -92,9 +92,16 @@ def test_console_script_runs(tmp_path):
     assert (tmp_path / "r" / "00000.png").exists()
 
 
-def test_train_refuses_the_unbuilt_ray_engine_and_bad_config(tmp_path, capsys):
-    assert main(["train", "--engine", "ray", "--out", str(tmp_path / "r")]) == 2
-    assert "engine 'ray' is not available yet" in capsys.readouterr().err
+def test_train_refuses_bad_config_before_starting_anything(tmp_path, capsys):
+    assert main(["train", "--set", "ray.max_staleness=0", "--set", "ray.sync_every=3", "--out", str(tmp_path / "r")]) == 2
+    assert "max_staleness (0) must be at least sync_every - 1" in capsys.readouterr().err
     assert main(["train", "--set", "learner.lrr=1", "--out", str(tmp_path / "r")]) == 2
     assert "--set learner.lrr=1: learner.lrr: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing started, nothing written
+
+
+def test_scale_needs_a_size_and_a_running_job(capsys, monkeypatch):
+    assert main(["scale"]) == 2
+    assert "give --generators N and/or --judges N" in capsys.readouterr().err
+    assert main(["scale", "--generators", "0"]) == 2
+    assert "--generators must be at least 1" in capsys.readouterr().err

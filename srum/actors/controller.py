@@ -53,7 +53,7 @@ class Controller:
         self.counts = {"generated": 0, "judged": 0, "consumed": 0, "dropped_stale": 0, "reissued": 0,
                        "abandoned_at_stop": 0, "weight_versions": 0}
         self.step, self.version, self.result = 0, 0, None
-        self.sync = {"publish_s": 0.0, "fetch_s": 0.0, "fetch_bytes": 0, "fetches": 0}
+        self.sync = {"fetch_s": 0.0, "fetch_bytes": 0, "fetches": 0}
         self.history: list[dict] = []
 
     # ---- called from outside while run() runs (other threads of this actor) ----
@@ -112,6 +112,8 @@ class Controller:
         self.judges = ActorGroup("judge", JudgeActor, (self.cfg_json, r.judge.threads), r.judge, r.placement)
         self.gens.add(self.want["generator"])
         self.judges.add(self.want["judge"])
+        # every actor up (models loaded) before the clock starts: start-up is not throughput
+        ray.get([a.ping.remote() for a in [*self.gens.actors.values(), *self.judges.actors.values()]])
         weights = self._publish()
         generating, judging = {}, {}  # meta ref -> (actor id, Batch)
         to_judge, to_learn, retry = deque(), deque(), deque()
@@ -220,13 +222,10 @@ class Controller:
         return self.counts["consumed"] * self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
 
     def _publish(self) -> list:
-        """One object-store put per version (the learner's return value), sent as [ref, version]."""
-        t = time.perf_counter()
-        ref = self.learner.weights.remote()
-        ray.wait([ref], fetch_local=False)
-        self.sync["publish_s"] += time.perf_counter() - t
+        """One object-store put per version (the learner's return value), sent on as [ref, version].
+        Not awaited: generators block on it only when they need it, so the loop goes on."""
         self.counts["weight_versions"] += 1
-        return [ref, self.version]
+        return [self.learner.weights.remote(), self.version]
 
     def _count_sync(self, meta: dict) -> None:
         if meta.get("sync_bytes"):

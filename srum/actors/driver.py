@@ -130,7 +130,12 @@ def status_line(st: dict, elapsed: float, cfg: TrainConfig) -> str:
 
 
 def scale(name: str, generators: int | None, judges: int | None, address: str | None = None) -> dict:
-    connect(address or os.environ.get("RAY_ADDRESS") or "auto")
+    """Ask the running job's controller for a new size; it adds or retires actors between batches."""
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        connect(address)
+    except ConnectionError as e:
+        raise LookupError(f"no Ray cluster at {address!r} to find the job in ({e})") from None
     return ray.get(controller_handle(name).scale.remote(generators, judges))
 
 

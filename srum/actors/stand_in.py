@@ -21,7 +21,7 @@ class StandInRollout:
         self.version = 0
 
     def load(self, flat: np.ndarray, version: int) -> None:
-        np.copyto(self.weights, flat)  # the copy a real generator makes into its parameters
+        self.weights = flat  # a real generator uses the shared buffer in place, too
         self.version = version
 
     def generate(self, batch: int) -> list[Rollout]:

@@ -49,7 +49,8 @@ class GeneratorActor:
         if self.stand_in:
             self.stage.load(flat, version)
         else:
-            load_weights(self.stage.policy, flat, version)
+            # Generators only read their weights: use the object-store buffer in place, no copy.
+            load_weights(self.stage.policy, flat, version, share=True)
 
     def generate(self, batch: int, weights: list) -> tuple[dict, list]:
         """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""

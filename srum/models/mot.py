@@ -158,16 +158,21 @@ class MotUMM:
         return self.net.state_dict()
 
     def flat_weights(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.net.state_dict().values()])
+        return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
 
-    def load_flat_weights(self, flat: torch.Tensor, version: int | None = None) -> None:
-        params = list(self.net.state_dict().values())
+    def load_flat_weights(self, flat: torch.Tensor, version: int | None = None, share: bool = False) -> None:
+        """Copy `flat` into the weights; with share=True the weights become views of `flat` instead (no copy):
+        for inference-only replicas reading a buffer that lives in shared memory (Ray's object store)."""
+        params = list(self.net.parameters())
         total = sum(t.numel() for t in params)
         if flat.numel() != total:  # check before copying: a bad buffer must not leave half-loaded weights
             raise ValueError(f"flat weights have {flat.numel()} values; the model has {total}")
         with torch.no_grad():
             for t, chunk in zip(params, flat.split([t.numel() for t in params])):
-                t.copy_(chunk.view_as(t))
+                if share:
+                    t.data = chunk.view_as(t)
+                else:
+                    t.copy_(chunk.view_as(t))
         if version is not None:
             self.policy_version = version
 
