@@ -25,6 +25,7 @@ import ray
 from ray.util.placement_group import remove_placement_group
 
 from ..config import TrainConfig
+from ..metrics import Recorder
 from .group import ActorGroup, actor_options, reserve, wait_placed
 from .workers import GeneratorActor, JudgeActor, LearnerActor
 
@@ -55,6 +56,10 @@ class Controller:
         self.step, self.version, self.result = 0, 0, None
         self.sync = {"fetch_s": 0.0, "fetch_bytes": 0, "fetches": 0}
         self.history: list[dict] = []
+        self.metrics = Recorder("controller", self.cfg.ray.name)
+        self.metrics.touch("srum_dropped_stale")
+        for role in ("generator", "judge"):
+            self.metrics.touch("srum_restarts", role=role)  # labelled with the role of the actors replaced
 
     # ---- called from outside while run() runs (other threads of this actor) ----
     def scale(self, generators: int | None = None, judges: int | None = None) -> dict:
@@ -119,7 +124,7 @@ class Controller:
         to_judge, to_learn, retry = deque(), deque(), deque()
         learning, unfinished = None, 0  # (ref, Batch) in the learner; batches issued and not yet learned or dropped
         self.t0, self.idle_s, last_health = time.perf_counter(), 0.0, time.perf_counter()
-        self.metrics = (self.dir / "metrics.jsonl").open("a")
+        self.metrics_file = (self.dir / "metrics.jsonl").open("a")
         window = deque(maxlen=max(1, r.status_every))
         while self.step < c.steps and not self.stopping.is_set():
             self._apply_scale()
@@ -148,6 +153,7 @@ class Controller:
                 to_learn.remove(b)
                 if self.version - b.version > r.max_staleness:
                     self.counts["dropped_stale"] += 1
+                    self.metrics.inc("srum_dropped_stale")
                     unfinished -= 1
                     continue
                 sample = self._sample_path(self.step + 1)
@@ -158,24 +164,31 @@ class Controller:
             ready, _ = ray.wait(pending, num_returns=1, timeout=1.0)
             if learning is None:
                 self.idle_s += time.perf_counter() - tw
+            self._queues(generating=len(generating), to_judge=len(to_judge), judging=len(judging),
+                         to_learn=len(to_learn) + (learning is not None))
             for ref in ready:
                 if ref in generating:
                     aid, b = generating.pop(ref)
                     if self._collect(self.gens, aid, ref, b):
                         self.counts["generated"] += 1
+                        self.metrics.inc("srum_batches", event="generated")
                         self._count_sync(b.meta)
                         to_judge.append(b)
                     else:
                         retry.append(b.index)
                         unfinished -= 1
                         self.counts["reissued"] += 1
+                        self.metrics.inc("srum_batches", event="reissued")
+                        self.metrics.inc("srum_restarts", role="generator")
                 elif ref in judging:
                     aid, b = judging.pop(ref)
                     if self._collect(self.judges, aid, ref, b):
                         self.counts["judged"] += 1
+                        self.metrics.inc("srum_batches", event="judged")
                         to_learn.append(b)
                     else:
                         to_judge.appendleft(b)  # judge it again on another judge: the rollouts are kept
+                        self.metrics.inc("srum_restarts", role="judge")
                 else:
                     learning, unfinished = None, unfinished - 1
                     self._learned(ray.get(ref), learning_batch)  # a learner failure is fatal: resume from the checkpoint
@@ -186,8 +199,8 @@ class Controller:
                         ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
                     self._autoscale(window)
             if time.perf_counter() - last_health > 30:
-                self.gens.check_health()
-                self.judges.check_health()
+                for group in (self.gens, self.judges):
+                    self.metrics.inc("srum_restarts", len(group.check_health()), role=group.role)
                 last_health = time.perf_counter()
         # stopping: the learner's current step is done (we only stop between steps); checkpoint there
         if self.stopping.is_set():
@@ -195,7 +208,7 @@ class Controller:
                 self._learned(ray.get(learning), learning_batch)
             self.counts["abandoned_at_stop"] = len(generating) + len(judging) + len(to_judge) + len(to_learn)
         ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
-        self.metrics.close()
+        self.metrics_file.close()
         elapsed = time.perf_counter() - self.t0
         summary = {"steps_done": self.step, "version": self.version, **self.counts, "seconds": round(elapsed, 3),
                    "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(self.idle_s / elapsed, 4),
@@ -214,8 +227,14 @@ class Controller:
                "generators": self.gens.running, "judges": self.judges.running,
                "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(self.idle_s / elapsed, 4),
                **self.counts, "generate_s": round(b.meta.get("generate_s", 0), 4), "judge_s": round(b.meta.get("judge_s", 0), 4)}
-        self.metrics.write(json.dumps(row) + "\n")
-        self.metrics.flush()
+        self.metrics_file.write(json.dumps(row) + "\n")
+        rec = self.metrics
+        rec.inc("srum_batches", event="consumed")
+        rec.set("srum_staleness", row["staleness"])
+        rec.set("srum_policy_version", self.version)
+        rec.set("srum_samples_per_second", row["samples_per_s"])
+        rec.set("srum_idle_ratio", row["learner_idle_ratio"], stage="learn")
+        self.metrics_file.flush()
         self.history.append({k: row[k] for k in HISTORY_KEYS})
 
     def _samples(self) -> int:
@@ -226,6 +245,10 @@ class Controller:
         Not awaited: generators block on it only when they need it, so the loop goes on."""
         self.counts["weight_versions"] += 1
         return [self.learner.weights.remote(), self.version]
+
+    def _queues(self, **depth: int) -> None:
+        for stage, n in depth.items():
+            self.metrics.set("srum_queue_depth", n, stage=stage)
 
     def _count_sync(self, meta: dict) -> None:
         if meta.get("sync_bytes"):

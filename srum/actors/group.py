@@ -85,7 +85,7 @@ class ActorGroup:
                 continue
             self.pending.remove(pg)
             aid = next(self._ids)
-            self.actors[aid] = self.cls.options(**actor_options(self.res, pg)).remote(*self.args)
+            self.actors[aid] = self.cls.options(**actor_options(self.res, pg)).remote(*self.args, f"{self.role}-{aid}")
             self.pgs[aid] = pg
             self.idle.append(aid)
 

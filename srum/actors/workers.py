@@ -15,6 +15,7 @@ import ray
 import torch
 
 from ..config import TrainConfig
+from ..metrics import Recorder
 from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
 from . import stand_in
 
@@ -22,6 +23,18 @@ from . import stand_in
 def _setup(cfg_json: str, threads: int) -> TrainConfig:
     torch.set_num_threads(threads)
     return TrainConfig.model_validate_json(cfg_json)
+
+
+class Busy:
+    """Wall time vs time spent working, for the idle-ratio metric."""
+
+    def __init__(self):
+        self.start, self.busy = time.perf_counter(), 0.0
+
+    def add(self, seconds: float) -> float:
+        self.busy += seconds
+        wall = time.perf_counter() - self.start
+        return max(0.0, 1.0 - self.busy / wall) if wall > 0 else 0.0
 
 
 def _fetch(weights: list | None, held: int, load) -> tuple[int, float, int]:
@@ -36,11 +49,12 @@ def _fetch(weights: list | None, held: int, load) -> tuple[int, float, int]:
 
 @ray.remote(max_restarts=0)
 class GeneratorActor:
-    def __init__(self, cfg_json: str, threads: int):
+    def __init__(self, cfg_json: str, threads: int, name: str = "generator"):
         cfg = _setup(cfg_json, threads)
         self.stand_in = cfg.ray.stages == "stand_in"
         self.stage = stand_in.StandInRollout(cfg) if self.stand_in else RolloutStage(cfg)
         self.version = -1  # no weights yet: the first batch always loads the current ones
+        self.metrics, self.clock = Recorder("generator", name), Busy()
 
     def ping(self) -> int:
         return self.version
@@ -57,17 +71,28 @@ class GeneratorActor:
         self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load)
         t = time.perf_counter()
         rollouts = self.stage.generate(batch)
-        return ({"batch": batch, "version": self.version, "n": len(rollouts), "generate_s": time.perf_counter() - t,
+        dt = time.perf_counter() - t
+        m = self.metrics
+        m.inc("srum_rollouts", len(rollouts))
+        m.observe("srum_generate_seconds", dt)
+        m.set("srum_policy_version", self.version)
+        m.set("srum_idle_ratio", self.clock.add(dt + sync_s), stage="generate")
+        if sync_bytes:
+            m.observe("srum_weight_sync_seconds", sync_s)
+            m.inc("srum_weight_sync_bytes", sync_bytes)
+        return ({"batch": batch, "version": self.version, "n": len(rollouts), "generate_s": dt,
                  "sync_s": sync_s, "sync_bytes": sync_bytes}, rollouts)
 
 
 @ray.remote(max_restarts=0)
 class JudgeActor:
-    def __init__(self, cfg_json: str, threads: int):
+    def __init__(self, cfg_json: str, threads: int, name: str = "judge"):
         cfg = _setup(cfg_json, threads)
         self.stand_in = cfg.ray.stages == "stand_in"
         self.stage = stand_in.StandInJudge(cfg) if self.stand_in else JudgeStage(cfg)
         self.version = 0  # the judge starts as the initial model; it moves only if configured to follow
+        self.metrics, self.clock, self.fallbacks = Recorder("judge", name), Busy(), 0
+        self.metrics.touch("srum_judge_parse_fallbacks")
 
     def ping(self) -> int:
         return self.version
@@ -77,13 +102,20 @@ class JudgeActor:
             self.version, _, _ = _fetch(weights, self.version, lambda f, v: load_weights(self.stage.model, f, v))
         t = time.perf_counter()
         judgements = self.stage.score(rollouts)
-        return {"judge_s": time.perf_counter() - t}, judgements
+        dt = time.perf_counter() - t
+        self.metrics.observe("srum_judge_latency_seconds", dt)
+        self.metrics.set("srum_idle_ratio", self.clock.add(dt), stage="judge")
+        fallbacks = getattr(self.stage, "fallbacks", 0)  # text judges count unparseable outputs
+        self.metrics.inc("srum_judge_parse_fallbacks", fallbacks - self.fallbacks)
+        self.fallbacks = fallbacks
+        return {"judge_s": dt}, judgements
 
 
 @ray.remote(max_restarts=0)
 class LearnerActor:
-    def __init__(self, cfg_json: str, threads: int, run_dir: str):
+    def __init__(self, cfg_json: str, threads: int, run_dir: str, name: str = "learner"):
         self.cfg = _setup(cfg_json, threads)
+        self.metrics = Recorder("learner", name)
         self.dir = Path(run_dir)
         self.stage = stand_in.StandInLearner(self.cfg) if self.cfg.ray.stages == "stand_in" else LearnerStage(self.cfg)
 
@@ -97,6 +129,14 @@ class LearnerActor:
         t = time.perf_counter()
         m = self.stage.step(rollouts, judgements)
         m["learn_s"] = round(time.perf_counter() - t, 4)
+        r = self.metrics
+        r.observe("srum_learner_step_seconds", m["learn_s"])
+        r.set("srum_policy_version", m["version"])
+        r.set("srum_global_reward", m["global_reward"])
+        r.set("srum_local_reward", m["local_reward"])
+        r.set("srum_reward_map_mean", m["map_mean"])
+        for term in ("total", "reward_term", "kl_term"):
+            r.set("srum_loss", m[term], term=term)
         if sample_path:
             from ..engine import write_grid
 
