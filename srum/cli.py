@@ -1,4 +1,4 @@
-"""The `srum` command line: world | pretrain | eval | judge | train | scale | serve."""
+"""The `srum` command line: world | pretrain | eval | judge | train | scale | status | serve."""
 
 from __future__ import annotations
 
@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--name", default="srum", help="the job's ray.name (default srum)")
     sc.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else the local cluster)")
     sc.set_defaults(func=cmd_scale)
+
+    st = sub.add_parser("status", help="summarise a run directory (finished or running)")
+    st.add_argument("run", type=Path)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
 
     j = sub.add_parser("judge", help="the model's global P(yes) for each image of a manifest")
     j.add_argument("--model", default="builtin")
@@ -197,6 +202,14 @@ def cmd_scale(args) -> int:
     except LookupError as e:
         raise InputError(str(e)) from None
     print(json.dumps({k: st[k] for k in ("step", "version", "want", "generators", "judges")}))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .status import format_status, run_status
+
+    st = run_status(args.run)
+    print(json.dumps(st, indent=2) if args.json else format_status(st))
     return 0
 
 

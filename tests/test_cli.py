@@ -105,3 +105,17 @@ def test_scale_needs_a_size_and_a_running_job(capsys, monkeypatch):
     assert "give --generators N and/or --judges N" in capsys.readouterr().err
     assert main(["scale", "--generators", "0"]) == 2
     assert "--generators must be at least 1" in capsys.readouterr().err
+
+
+def test_status_summarises_a_run(tmp_path, capsys, tiny_model_dir):
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+    assert "not a srum run directory" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["train", "--engine", "local", "--out", str(out), "--set", f"model={tiny_model_dir}", "--steps", "2",
+                 "--set", "rollout.prompts_per_step=2", "--set", "rollout.sampling.steps=2", "--set", "eval.at_start=false",
+                 "--set", "eval.prompts=6", "--set", "eval.images_per_prompt=1"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["steps"] == "2/2" and st["state"] == "finished" and st["checkpoint"] == "step_000002"
+    assert "global_reward" in st and "eval_final" in st
