@@ -1,0 +1,171 @@
+"""Load on `srum serve` over loopback: requests/s and p50 / p99 latency of POST /generate (n = 1) and
+POST /judge at 1, 4 and 16 concurrent clients (threads, http.client, one keep-alive connection per
+thread), a fixed number of requests per level. Prints JSON; writes docs/results/serve_load.{json,md}.
+
+Starts a private loopback Ray instance and deploys the app exactly as `srum serve` does (srum.serve.start),
+or measures a running server with --url.
+
+    python bench/serve_load.py [--model builtin|DIR] [--requests 40] [--levels 1,4,16] [--replicas-max 2]
+    python bench/serve_load.py --url http://127.0.0.1:8000 [--token T]
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ["a red square", "two blue circles", "a green triangle to the left of a yellow square", "three white triangles"]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[max(0, math.ceil(q / 100 * len(xs)) - 1)]  # nearest rank
+
+
+def level(url: str, path: str, bodies: list[bytes], clients: int, headers: dict) -> dict:
+    """Send every body once, `clients` threads at a time; latency per request, throughput overall."""
+    u = urllib.parse.urlsplit(url)
+    lock, todo, lat, codes = threading.Lock(), list(range(len(bodies))), [], {}
+
+    def client():
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                i = todo.pop()
+            t = time.perf_counter()
+            conn.request("POST", path, bodies[i], headers)
+            r = conn.getresponse()
+            r.read()
+            dt = time.perf_counter() - t
+            with lock:
+                lat.append(dt)
+                codes[r.status] = codes.get(r.status, 0) + 1
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(bodies), "status": {str(k): v for k, v in sorted(codes.items())},
+            "requests_per_s": round(len(bodies) / wall, 2), "p50_ms": round(1000 * statistics.median(lat), 1),
+            "p99_ms": round(1000 * percentile(lat, 99), 1), "max_ms": round(1000 * max(lat), 1), "wall_s": round(wall, 2)}
+
+
+def replicas() -> dict:
+    try:
+        from ray import serve
+
+        app = serve.status().applications["srum"]
+        return {name: sum(n for state, n in d.replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
+                for name, d in app.deployments.items()}
+    except Exception:  # measuring a server we did not start
+        return {}
+
+
+def run(url: str, token: str | None, n_requests: int, levels: list[int]) -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    gen = [json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "n": 1, "seed": i}).encode() for i in range(n_requests)]
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port, timeout=120)
+    conn.request("POST", "/generate", gen[0], headers)
+    image = json.loads(conn.getresponse().read())["images"][0]  # one image, judged against the four prompts
+    jud = [json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "image": image}).encode() for i in range(n_requests)]
+    level(url, "/generate", gen[: min(8, n_requests)], 2, headers)  # warm-up, not reported
+    level(url, "/judge", jud[: min(8, n_requests)], 2, headers)
+    out = {}
+    for path, bodies in (("/generate", gen), ("/judge", jud)):
+        out[path] = []
+        for c in levels:
+            r = level(url, path, bodies, c, headers)
+            r["replicas_after"] = replicas()
+            out[path].append(r)
+            print(json.dumps({path: r}), flush=True)
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = ["# `srum serve` under load (issue 6, part 3)", "",
+             f"Measured on {res['machine']}, {res['date']}, with", "", f"    {res['command']}", "",
+             f"Load average (1, 5, 15 min) before the run: {', '.join(map(str, res['load_average_before']))}.", "",
+             f"Model: {res['model']}; sampler {res['sampling']}; Ray Serve autoscaling 1..{res['replicas_max']} replicas "
+             f"per model deployment (target 2 ongoing requests each); {res['requests']} requests per level, "
+             "after a warm-up; one keep-alive HTTP connection per client thread, loopback.", "",
+             "| route | clients | requests/s | p50 ms | p99 ms | max ms | status | replicas after |", "|---|---|---|---|---|---|---|---|"]
+    for path, rows in res["results"].items():
+        for r in rows:
+            reps = ", ".join(f"{k} {v}" for k, v in r["replicas_after"].items())
+            status = ", ".join(f"{k}: {v}" for k, v in r["status"].items())
+            lines.append(f"| {path} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {status} | {reps} |")
+    lines += ["", "Each model replica computes one request at a time on one torch thread (requests wait in the replica), "
+              "so latency grows with the queue while throughput stays near one replica's rate until the autoscaler "
+              "adds a replica: it acts after 3 s of load and a new replica needs a few seconds to load the model, so a "
+              "level that lasts only a few seconds ends before the new replica helps. `replicas after` counts the "
+              "running replicas when a level ends. On 2 cores the client threads, the HTTP proxy, the ingress and the "
+              "replicas share the CPU with whatever else runs (see the load average)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", help="measure a running `srum serve` instead of starting one")
+    ap.add_argument("--token", default=os.environ.get("SRUM_SERVE_TOKEN"))
+    ap.add_argument("--model", default="builtin")
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--replicas-max", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "serve_load")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
+    started, url = args.url is None, args.url
+    if started:
+        import socket
+
+        import ray
+        from ray import serve
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    try:
+        if started:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+            from srum.serve import start
+
+            url = start(args.model, port=port, token=args.token, replicas_max=args.replicas_max)
+        results = run(url, args.token, args.requests, levels)
+    finally:
+        if started:
+            serve.shutdown()
+            ray.shutdown()
+    from srum.serve import SAMPLING
+
+    res = {"command": "python bench/serve_load.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                                (("requests", args.requests), ("levels", args.levels),
+                                                                 ("replicas_max", args.replicas_max))),
+           "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU", "date": time.strftime("%Y-%m-%d"),
+           "load_average_before": load_before,
+           "model": args.model, "sampling": SAMPLING, "replicas_max": args.replicas_max, "requests": args.requests,
+           "url": url if not started else "private loopback instance", "results": results}
+    print(json.dumps(res, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

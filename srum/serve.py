@@ -1,0 +1,432 @@
+"""`srum serve`: the model behind HTTP with Ray Serve.
+
+    POST /generate {"prompt": str, "n": 1..16 (default 1), "seed": int (default 0)}
+         -> {"prompt", "category", "n", "seed", "policy_version", "images": [base64 PNG, 32x32 RGB]}
+    POST /judge    {"prompt": str, "image": base64 PNG (32x32 RGB)}
+         -> {"prompt", "policy_version", "global_score", "regions": [{"box", "label", "score"}],
+             "reward_map": 32 x 32 floats, "reward_map_range": [lo, hi], "reward_map_png": base64 grey PNG}
+    GET  /healthz  -> {"ok": true, "policy_version", "judge_policy_version", "checkpoint"}
+
+Three deployments: `Api` (the FastAPI ingress: authentication, size limits, validation, one replica)
+calls `Generator` and `Judge` through deployment handles; those two hold a model each and autoscale
+between 1 and --replicas-max replicas. Every malformed request is answered 4xx with {"error": message}
+before it reaches a model; a full queue is 503. With --follow RUN_DIR each model replica polls
+RUN_DIR/checkpoints/latest and swaps in a checkpoint when `latest` names a different one (the judge
+serves the checkpoint's understanding head).
+
+No `from __future__ import annotations` here: FastAPI reads the handlers' `Request` annotations at
+import time, and string annotations on the ingress class's methods are not resolved.
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image, UnidentifiedImageError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .world import CANVAS, PromptError, parse
+
+APP_NAME = "srum"
+MAX_BODY = 64 * 1024  # bytes; a 32x32 RGB PNG in base64 is at most ~4.5 KB
+MAX_N = 16
+MAX_SEED = 2**63 - 1
+MAX_PROMPT = 300  # characters
+POLL_S = 5.0
+SAMPLING = {"steps": 20, "cfg_scale": 3.0}
+log = logging.getLogger("ray.serve")
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ---------------------------------------------------------------- request parsing (no Ray, no model)
+
+def parse_body(raw: bytes, fields: dict[str, bool]) -> dict:
+    """JSON object with exactly the known `fields` (name -> required)."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RequestError(400, f"body is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise RequestError(422, f"unknown field {unknown[0]!r}; expected {', '.join(fields)}")
+    for name, required in fields.items():
+        if required and name not in body:
+            raise RequestError(422, f"missing field {name!r}")
+    return body
+
+
+def integer(body: dict, name: str, default: int, lo: int, hi: int) -> int:
+    v = body.get(name, default)
+    if type(v) is not int:  # bool is an int subclass; floats and strings are refused too
+        raise RequestError(422, f"field {name!r} must be an integer, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise RequestError(422, f"field {name!r} must be between {lo} and {hi}, got {v if abs(v) < 10**20 else 'a huge number'}")
+    return v
+
+
+def prompt_of(body: dict) -> tuple[str, str]:
+    """(the prompt, its category); 422 with the grammar's message if it is not a CompWorld v1 prompt."""
+    p = body["prompt"]
+    if not isinstance(p, str):
+        raise RequestError(422, f"field 'prompt' must be a string, got {type(p).__name__}")
+    if len(p) > MAX_PROMPT:
+        raise RequestError(422, f"field 'prompt' is longer than {MAX_PROMPT} characters")
+    try:
+        spec = parse(p)
+    except PromptError as e:
+        raise RequestError(422, f"prompt outside the CompWorld v1 grammar: {e}") from None
+    return spec.prompt, spec.category
+
+
+def generate_request(raw: bytes) -> tuple[str, int, int]:
+    body = parse_body(raw, {"prompt": True, "n": False, "seed": False})
+    prompt, _ = prompt_of(body)
+    return prompt, integer(body, "n", 1, 1, MAX_N), integer(body, "seed", 0, 0, MAX_SEED)
+
+
+def judge_request(raw: bytes) -> tuple[str, np.ndarray]:
+    body = parse_body(raw, {"prompt": True, "image": True})
+    prompt, _ = prompt_of(body)
+    return prompt, decode_png(body["image"])
+
+
+def decode_png(s) -> np.ndarray:
+    """base64 PNG (a data: URL prefix is allowed) -> uint8 32 x 32 x 3; anything else is a 422."""
+    if not isinstance(s, str):
+        raise RequestError(422, f"field 'image' must be a base64 string, got {type(s).__name__}")
+    if s.startswith("data:"):
+        s = s.partition(",")[2]
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(422, f"field 'image' is not valid base64: {e}") from None
+    try:  # PNG only (no other decoder is tried); reads the header: the size is checked before any pixel
+        img = Image.open(io.BytesIO(data), formats=["PNG"])
+    except Image.DecompressionBombError as e:
+        raise RequestError(422, f"field 'image' must be a {CANVAS}x{CANVAS} RGB PNG: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise RequestError(422, "field 'image' is base64 but not a PNG image") from None
+    if img.size != (CANVAS, CANVAS) or img.mode != "RGB":
+        raise RequestError(422, f"field 'image' must be a {CANVAS}x{CANVAS} RGB PNG, got {img.size[0]}x{img.size[1]} {img.mode}")
+    try:
+        img.load()  # decoding errors surface here, not inside numpy's conversion
+    except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, zlib.error, ... for broken data
+        raise RequestError(422, f"field 'image' is a damaged PNG: {e}") from None
+    return np.array(img, dtype=np.uint8)
+
+
+def encode_png(image: np.ndarray, mode: str = "RGB") -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image, mode).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def judgement_json(j, signed: bool) -> dict:
+    lo, hi = (-1.0, 1.0) if signed else (0.0, 1.0)
+    m = j.reward_map
+    grey = np.round((np.clip(m, lo, hi) - lo) / (hi - lo) * 255).astype(np.uint8)
+    return {"global_score": round(float(j.global_score), 4),
+            "regions": [{"box": list(r.box), "label": r.label, "score": round(float(r.score), 4)} for r in j.regions],
+            "reward_map": np.round(m, 4).tolist(), "reward_map_range": [lo, hi], "reward_map_png": encode_png(grey, "L")}
+
+
+# ---------------------------------------------------------------- the models, following a run
+
+class Following:
+    """A replica's model (and whatever is built from it); with a run directory, swapped for the run's
+    checkpoint whenever RUN_DIR/checkpoints/latest names a different one. Readers take `current` once
+    per request, so a swap never mixes two models inside one request."""
+
+    def __init__(self, model: str, follow: str | None, poll_s: float, build=lambda m: m):
+        import torch
+
+        from .models import load_model
+
+        torch.set_num_threads(1)  # one core per replica; concurrency comes from replicas
+        self.build, self.follow, self.checkpoint = build, Path(follow) if follow else None, None
+        m = load_model(model)
+        m.policy_version = model_version(model)
+        self.current = (m, build(m))
+        if self.follow is not None:
+            self._poll_quietly()
+            threading.Thread(target=self._loop, args=(poll_s,), daemon=True, name="srum-follow").start()
+
+    def poll(self) -> bool:
+        from .models import load_model
+
+        latest = self.follow / "checkpoints" / "latest"
+        try:
+            name = latest.read_text().strip()
+        except FileNotFoundError:
+            return False
+        if not name or name == self.checkpoint:
+            return False
+        d = latest.parent / name
+        state = json.loads((d / "state.json").read_text())
+        m = load_model(d / "model")
+        m.policy_version = int(state["policy_version"])
+        self.current, self.checkpoint = (m, self.build(m)), name
+        log.info("srum serve: now serving %s (policy_version %d)", d, m.policy_version)
+        return True
+
+    def _poll_quietly(self) -> None:
+        try:
+            self.poll()
+        except Exception as e:  # a checkpoint pruned or half-copied: keep serving, retry next time
+            log.warning("srum serve: could not load the run's latest checkpoint: %s", e)
+
+    def _loop(self, poll_s: float) -> None:
+        while True:
+            time.sleep(poll_s)
+            self._poll_quietly()
+
+    @property
+    def version(self) -> dict:
+        return {"policy_version": self.current[0].policy_version, "checkpoint": self.checkpoint}
+
+
+def model_version(model: str) -> int:
+    """The policy version a model directory was saved at (0 for the built-in model)."""
+    if model == "builtin":
+        return 0
+    from .io import load_metadata
+
+    try:
+        return int(load_metadata(Path(model) / "model.safetensors").get("policy_version", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+# One computation at a time per replica, on one torch thread (a second concurrent forward pass of a small
+# model only fights over the GIL). Requests wait in the replica's executor, so a replica accepts many at
+# once and /healthz's version call never queues behind generation; beyond that, 64 wait in the router.
+MODEL_OPTIONS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 32, "max_queued_requests": 64,
+                 "health_check_period_s": 5.0}
+
+
+class ModelReplica:
+    def __init__(self, model: str, follow: str | None, poll_s: float, build=lambda m: m):
+        self.m = Following(model, follow, poll_s, build)
+        self.compute = ThreadPoolExecutor(1, thread_name_prefix="srum-compute")
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.compute, fn, *args)
+
+    async def version(self) -> dict:
+        return self.m.version
+
+
+@serve.deployment(**MODEL_OPTIONS)
+class Generator(ModelReplica):
+    async def generate(self, prompt: str, n: int, seed: int) -> dict:
+        return await self.run(self._generate, prompt, n, seed)
+
+    def _generate(self, prompt: str, n: int, seed: int) -> dict:
+        from .models import SampleOptions
+
+        model, _ = self.m.current
+        rollouts = model.generate([prompt], n, seed, SampleOptions(**SAMPLING))
+        return {"policy_version": model.policy_version, "images": [encode_png(r.image) for r in rollouts]}
+
+
+@serve.deployment(**MODEL_OPTIONS)
+class Judge(ModelReplica):
+    def __init__(self, model: str, follow: str | None, poll_s: float):
+        from .config import RewardConfig
+        from .stages import make_judge
+
+        self.reward = RewardConfig()
+        super().__init__(model, follow, poll_s, build=lambda m: make_judge(m, self.reward))
+
+    async def judge(self, prompt: str, image: np.ndarray) -> dict:
+        return await self.run(self._judge, prompt, image)
+
+    def _judge(self, prompt: str, image: np.ndarray) -> dict:
+        from .records import Rollout
+
+        model, judge = self.m.current
+        latent = np.zeros((model.cfg.grid**2, model.cfg.patch_dim), np.float32)  # only the image is judged
+        j = judge.judge([Rollout("request", prompt, parse(prompt).category, image, latent, model.policy_version)])[0]
+        return {"policy_version": model.policy_version, **judgement_json(j, self.reward.map == "signed")}
+
+
+# ---------------------------------------------------------------- the HTTP ingress
+
+app = FastAPI(title="srum", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_request, e: StarletteHTTPException):  # unknown path 404, wrong method 405: same shape
+    return JSONResponse({"error": str(e.detail)}, e.status_code, headers=getattr(e, "headers", None))
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError(400, "Content-Length is not a number")
+        if int(declared) > MAX_BODY:
+            raise RequestError(413, f"body of {declared} bytes is over the {MAX_BODY}-byte limit")
+    buf = bytearray()
+    async for chunk in request.stream():  # chunked bodies carry no Content-Length: count as they come
+        buf += chunk
+        if len(buf) > MAX_BODY:
+            raise RequestError(413, f"body is over the {MAX_BODY}-byte limit")
+    return bytes(buf)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@serve.ingress(app)
+class Api:
+    def __init__(self, generator, judge, token_sha256: str | None):
+        self.generator, self.judge_, self.token_sha256 = generator, judge, token_sha256
+
+    def _authorise(self, request: Request) -> None:
+        if self.token_sha256 is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = hashlib.sha256(token.strip().encode()).hexdigest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.token_sha256):
+            raise RequestError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+
+    async def _answer(self, request: Request, work) -> JSONResponse:
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            self._authorise(request)
+            return JSONResponse(await work())
+        except RequestError as e:
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            return JSONResponse({"error": e.message}, e.status, headers=headers)
+        except BackPressureError:
+            return JSONResponse({"error": "server busy: too many queued requests, retry later"}, 503,
+                                headers={"Retry-After": "1"})
+        except Exception as e:  # a fault of ours (a replica died, a bug), never of the request: keep it JSON
+            log.exception("srum serve: %s %s failed", request.method, request.url.path)
+            return JSONResponse({"error": f"internal error: {type(e).__name__}"}, 500)
+
+    @app.post("/generate")
+    async def generate(self, request: Request) -> JSONResponse:
+        async def work():
+            prompt, n, seed = generate_request(await read_body(request))
+            out = await self.generator.generate.remote(prompt, n, seed)
+            return {"prompt": prompt, "category": parse(prompt).category, "n": n, "seed": seed, **out}
+        return await self._answer(request, work)
+
+    @app.post("/judge")
+    async def judge(self, request: Request) -> JSONResponse:
+        async def work():
+            prompt, image = judge_request(await read_body(request))
+            return {"prompt": prompt, **await self.judge_.judge.remote(prompt, image)}
+        return await self._answer(request, work)
+
+    @app.get("/healthz")
+    async def healthz(self, request: Request) -> JSONResponse:
+        async def work():
+            g, j = await self.generator.version.remote(), await self.judge_.version.remote()
+            return {"ok": True, "policy_version": g["policy_version"], "judge_policy_version": j["policy_version"],
+                    "checkpoint": g["checkpoint"]}
+        return await self._answer(request, work)
+
+
+# ---------------------------------------------------------------- building and running
+
+def build(model: str = "builtin", follow: str | Path | None = None, token: str | None = None, replicas_max: int = 2,
+          poll_s: float = POLL_S):
+    """The Serve application: Api -> (Generator, Judge), each model deployment autoscaling 1..replicas_max."""
+    if replicas_max < 1:
+        raise ValueError(f"--replicas-max must be at least 1 (got {replicas_max})")
+    scaling = {"min_replicas": 1, "max_replicas": replicas_max, "target_ongoing_requests": 2,
+               "upscale_delay_s": 3.0, "downscale_delay_s": 30.0}
+    model = model if model == "builtin" else str(Path(model).resolve())
+    follow = str(Path(follow).resolve()) if follow else None
+    digest = hashlib.sha256(token.encode()).hexdigest() if token else None  # the token itself is not shipped
+    gen = Generator.options(autoscaling_config=scaling).bind(model, follow, poll_s)
+    judge = Judge.options(autoscaling_config=scaling).bind(model, follow, poll_s)
+    return Api.bind(gen, judge, digest)
+
+
+def start(model: str = "builtin", follow=None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          replicas_max: int = 2, poll_s: float = POLL_S) -> str:
+    """Start Serve on the connected Ray instance and deploy; returns the base URL once it answers."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build(model, follow, token, replicas_max, poll_s), name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+def check_model(model: str) -> None:
+    if model != "builtin" and not (Path(model) / "config.json").exists():
+        raise FileNotFoundError(f"{model}: not a model directory (expected config.json, model.safetensors, tokenizer.json)")
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve_forever(args) -> int:
+    """`srum serve`: deploy, print the URL, block until SIGINT / SIGTERM, then shut down what we started."""
+    import ray
+
+    from .actors.driver import connect
+    from .io import InputError
+
+    token = args.token or os.environ.get("SRUM_SERVE_TOKEN") or None
+    check_model(args.model)
+    if args.replicas_max < 1:
+        raise InputError(f"--replicas-max must be at least 1 (got {args.replicas_max})")
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be between 1 and 65535 (got {args.port})")
+    owned = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")  # else: a cluster someone else runs
+    if owned and not port_free(args.host, args.port):
+        raise InputError(f"{args.host}:{args.port} is in use; pick another --port")
+    if args.follow and not (Path(args.follow) / "checkpoints" / "latest").exists():
+        print(f"srum serve: {args.follow} has no checkpoint yet; serving {args.model} until one appears", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"srum serve: warning: listening on {args.host} without a token (--token or SRUM_SERVE_TOKEN)", flush=True)
+    connect(None)
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        url = start(args.model, args.follow, args.host, args.port, token, args.replicas_max)
+        print(json.dumps({"serving": url, "model": args.model, "follow": str(args.follow) if args.follow else None,
+                          "routes": ["POST /generate", "POST /judge", "GET /healthz"], "token": bool(token)}), flush=True)
+        while not stop.wait(1.0):
+            pass
+        print("srum serve: shutting down", flush=True)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if owned:
+            serve.shutdown()
+            ray.shutdown()
+        else:
+            serve.delete(APP_NAME)
+    return 0

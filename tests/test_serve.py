@@ -1,0 +1,205 @@
+"""`srum serve` (issue 6, part 3): Ray Serve deployments for /generate, /judge, /healthz on an in-process
+loopback Ray instance, with a tiny model that follows a fake training run; every malformed request is a
+4xx with a message; the bearer token; the CLI's refusals."""
+
+import base64
+import http.client
+import io
+import json
+import struct
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+from ray_head import free_port
+from srum.cli import main
+from srum.io import write_json, write_text
+from srum.models.mot import MotUMM
+from srum.serve import MAX_BODY, RequestError, decode_png, encode_png, generate_request
+
+TOKEN = "s3cret-token"
+
+
+def png_b64(image: np.ndarray, mode="RGB", fmt="PNG") -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image, mode).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def bomb_png_b64() -> str:
+    """A PNG header declaring 100000 x 100000 pixels: must be refused before any pixel is decoded."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 99))
+                            + chunk(b"IEND", b"")).decode()
+
+
+def request(url, path, body=None, method=None, token=TOKEN, raw: bytes | None = None, headers=None):
+    """(status, parsed JSON) of one HTTP request; errors are returned, not raised."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    h = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    req = urllib.request.Request(url + path, data=data, method=method or ("POST" if data is not None else "GET"), headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def checkpoint(run, step, version, seed):
+    """A checkpoint laid out as LearnerStage.checkpoint writes one: model/, state.json, then `latest`."""
+    import torch
+
+    torch.manual_seed(seed)
+    m = MotUMM(TINY)
+    d = run / "checkpoints" / f"step_{step:06d}"
+    m.save(d / "model")
+    write_json(d / "state.json", {"step": step, "policy_version": version, "data_position": step})
+    write_text(run / "checkpoints" / "latest", d.name + "\n")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from srum.serve import start
+
+    root = tmp_path_factory.mktemp("serve")
+    run = root / "run"
+    checkpoint(run, 1, 1, seed=0)
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    try:
+        # --model is the builtin model, but the run's checkpoint (the tiny model) is what gets served
+        url = start("builtin", follow=run, port=free_port(), token=TOKEN, replicas_max=2, poll_s=0.5)
+        yield url, run
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_generate_judge_and_health(server):
+    url, _ = server
+    status, out = request(url, "/generate", {"prompt": "a red square above a blue circle", "n": 2, "seed": 7})
+    assert status == 200, out
+    assert out["category"] == "spatial" and out["n"] == 2 and len(out["images"]) == 2
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s)))) for s in out["images"]]
+    assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for im in images)
+    assert request(url, "/generate", {"prompt": "a red square above a blue circle", "n": 2, "seed": 7})[1]["images"] == out["images"]
+
+    status, j = request(url, "/judge", {"prompt": "a red square above a blue circle", "image": out["images"][0]})
+    assert status == 200, j
+    assert -1 <= j["global_score"] <= 1 and j["policy_version"] == out["policy_version"]
+    for r in j["regions"]:
+        assert len(r["box"]) == 4 and r["label"] in ("a red square", "a blue circle") and -1 <= r["score"] <= 1
+    m = np.array(j["reward_map"])
+    assert m.shape == (32, 32) and j["reward_map_range"][0] <= m.min() <= m.max() <= j["reward_map_range"][1]
+    assert np.asarray(Image.open(io.BytesIO(base64.b64decode(j["reward_map_png"])))).shape == (32, 32)
+    # a data: URL is accepted too
+    assert request(url, "/judge", {"prompt": "a red square", "image": "data:image/png;base64," + out["images"][0]})[0] == 200
+
+
+@pytest.mark.slow
+def test_follow_swaps_in_the_runs_newest_checkpoint(server):
+    url, run = server
+    status, h = request(url, "/healthz")
+    assert status == 200 and h["ok"] is True and h["checkpoint"] == "step_000001" and h["policy_version"] == 1
+    checkpoint(run, 2, 5, seed=1)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        h = request(url, "/healthz")[1]
+        if h["policy_version"] == 5 and h["judge_policy_version"] == 5:
+            break
+        time.sleep(0.3)
+    assert h["checkpoint"] == "step_000002" and h["policy_version"] == 5 and h["judge_policy_version"] == 5
+    assert request(url, "/generate", {"prompt": "a red square"})[1]["policy_version"] == 5
+
+
+@pytest.mark.slow
+def test_every_malformed_request_is_a_4xx_with_a_message(server):
+    url, _ = server
+    zeros = np.zeros((32, 32, 3), np.uint8)
+    ok_img = png_b64(zeros)
+    cases = [  # (path, body or raw bytes, method, expected status, a word of the message)
+        ("/generate", b"{not json", None, 400, "not valid JSON"),
+        ("/generate", b"\xff\xfe\x00", None, 400, "not valid JSON"),
+        ("/generate", b"[" * 50_000 + b"]" * 10_000, None, 400, "not valid JSON"),
+        ("/generate", ["a red square"], None, 400, "JSON object"),
+        ("/generate", {"n": 1}, None, 422, "missing field 'prompt'"),
+        ("/generate", {"prompt": "a red square", "num": 2}, None, 422, "unknown field 'num'"),
+        ("/generate", {"prompt": 3}, None, 422, "'prompt' must be a string"),
+        ("/generate", {"prompt": "a red square", "n": "2"}, None, 422, "'n' must be an integer"),
+        ("/generate", {"prompt": "a red square", "n": True}, None, 422, "'n' must be an integer"),
+        ("/generate", {"prompt": "a red square", "n": 2.0}, None, 422, "'n' must be an integer"),
+        ("/generate", {"prompt": "a red square", "n": 0}, None, 422, "between 1 and 16"),
+        ("/generate", {"prompt": "a red square", "n": 10**40}, None, 422, "between 1 and 16"),
+        ("/generate", {"prompt": "a red square", "seed": -1}, None, 422, "'seed' must be between"),
+        ("/generate", {"prompt": "a red squircle"}, None, 422, "matches no CompWorld v1 template"),
+        ("/generate", {"prompt": "a red square " * 100}, None, 422, "longer than"),
+        ("/generate", b"x" * (MAX_BODY + 1), None, 413, "limit"),
+        ("/judge", {"prompt": "a red square"}, None, 422, "missing field 'image'"),
+        ("/judge", {"prompt": "a red square", "image": 5}, None, 422, "base64 string"),
+        ("/judge", {"prompt": "a red square", "image": "not base64!!"}, None, 422, "not valid base64"),
+        ("/judge", {"prompt": "a red square", "image": base64.b64encode(b"hello world").decode()}, None, 422, "not a PNG image"),
+        ("/judge", {"prompt": "a red square", "image": png_b64(np.zeros((64, 64, 3), np.uint8))}, None, 422, "32x32 RGB"),
+        ("/judge", {"prompt": "a red square", "image": png_b64(np.zeros((32, 32), np.uint8), "L")}, None, 422, "32x32 RGB"),
+        ("/judge", {"prompt": "a red square", "image": png_b64(zeros, fmt="JPEG")}, None, 422, "not a PNG image"),
+        ("/judge", {"prompt": "a red square", "image": bomb_png_b64()}, None, 422, "32x32 RGB"),
+        ("/judge", {"prompt": "a red square", "image": base64.b64encode(base64.b64decode(ok_img)[:60]).decode()}, None, 422, "damaged PNG"),
+        ("/judge", {"prompt": "two purple hexagons", "image": ok_img}, None, 422, "CompWorld"),
+        ("/nowhere", {"prompt": "a red square"}, None, 404, "Not Found"),
+        ("/generate", None, "GET", 405, "Method Not Allowed"),
+        ("/healthz", {}, "POST", 405, "Method Not Allowed"),
+    ]
+    for path, body, method, want, word in cases:
+        raw = body if isinstance(body, bytes) else None
+        status, out = request(url, path, None if raw else body, method=method, raw=raw)
+        assert (status, word in out.get("error", "")) == (want, True), (path, body if raw is None else raw[:40], status, out)
+    # a chunked body carries no Content-Length: it is counted as it arrives
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("POST", "/generate", body=iter([b" " * 16384] * 5), encode_chunked=True,
+                 headers={"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"})
+    r = conn.getresponse()
+    assert r.status == 413 and "limit" in json.loads(r.read())["error"]
+    conn.close()
+    assert request(url, "/healthz")[0] == 200  # and the server is still up
+
+
+@pytest.mark.slow
+def test_the_token(server):
+    url, _ = server
+    body = {"prompt": "a red square"}
+    for token, headers in ((None, None), ("wrong", None), (None, {"Authorization": TOKEN}),
+                           (None, {"Authorization": f"Basic {TOKEN}"})):
+        status, out = request(url, "/generate", body, token=token, headers=headers)
+        assert status == 401 and "Bearer" in out["error"], (token, headers, status, out)
+    assert request(url, "/healthz", token=None)[0] == 401
+    assert request(url, "/generate", body)[0] == 200
+
+
+def test_request_parsing_without_a_server():
+    assert generate_request(b'{"prompt": " a red square "}') == ("a red square", 1, 0)
+    img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    assert np.array_equal(decode_png(encode_png(img)), img)
+    with pytest.raises(RequestError, match="between 1 and 16") as e:
+        generate_request(b'{"prompt": "a red square", "n": 17}')
+    assert e.value.status == 422
+
+
+def test_cli_refuses_bad_arguments_before_starting_anything(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    assert "not a model directory" in capsys.readouterr().err
+    assert main(["serve", "--replicas-max", "0"]) == 2
+    assert "--replicas-max must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
