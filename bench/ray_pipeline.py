@@ -24,7 +24,7 @@ import numpy as np
 import ray
 import torch
 
-from srum.actors.driver import NAMESPACE, RayEngine
+from srum.actors.driver import NAMESPACE, RayEngine, start_local_ray
 from srum.config import TrainConfig, load_config
 from srum.models import load_model
 from srum.stages import JudgeStage, LearnerStage, RolloutStage
@@ -202,9 +202,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, not for the record)")
     args = ap.parse_args()
-    steps = 12 if args.quick else 40
+    steps = 12 if args.quick else 100
     real_steps = 8 if args.quick else 16
-    ray.init(num_cpus=8, namespace=NAMESPACE, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=8, log_to_driver=False)
     r = {"runs": args.runs, "machine": f"{torch.get_num_threads()} cores"}
     r["a_stand_in"] = stand_in_efficiency(args.runs, steps)
     print(json.dumps(r["a_stand_in"]), flush=True)

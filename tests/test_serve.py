@@ -76,7 +76,9 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     run = root / "run"
     checkpoint(run, 1, 1, seed=0)
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    from srum.actors.driver import start_local_ray
+
+    start_local_ray(num_cpus=2, log_to_driver=False)
     try:
         # --model is the builtin model, but the run's checkpoint (the tiny model) is what gets served
         url = start("builtin", follow=run, port=free_port(), token=TOKEN, replicas_max=2, poll_s=0.5)

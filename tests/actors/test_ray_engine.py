@@ -9,7 +9,7 @@ import pytest
 import ray
 import torch
 
-from srum.actors.driver import NAMESPACE, RayEngine
+from srum.actors.driver import NAMESPACE, RayEngine, start_local_ray
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine
 from srum.models import load_model
@@ -19,8 +19,7 @@ NO_EVAL = ["eval.at_start=false", "eval.at_end=false"]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, namespace=NAMESPACE, _node_ip_address="127.0.0.1", include_dashboard=False,
-             log_to_driver=False)
+    start_local_ray(num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()
 
