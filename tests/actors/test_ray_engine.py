@@ -118,3 +118,14 @@ def test_scale_while_training(local_ray, tmp_path, tiny_model_dir):
     gens = [json.loads(line)["generators"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert gens[0] == 1 and 2 in gens and gens[-1] == 1
     assert s["consumed"] == 100 and s["generated"] == s["consumed"] + s["dropped_stale"] + s["abandoned_at_stop"]
+
+
+def test_autoscale_grows_generators_while_the_learner_starves(local_ray, tmp_path, tiny_model_dir):
+    cfg = cfg_for(tiny_model_dir, 40, "ray.stages=stand_in", "ray.max_staleness=4", "ray.autoscale=true",
+                  "ray.autoscale_idle=0.5", "ray.max_generators=3", "ray.status_every=3",
+                  "ray.stand_in.generate_s=0.2", "ray.stand_in.judge_s=0.01", "ray.stand_in.learn_s=0.01",
+                  "ray.stand_in.weights_mb=1")
+    s = RayEngine(cfg, tmp_path / "run", quiet).run()["ray"]
+    gens = [json.loads(line)["generators"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert gens[0] == 1 and max(gens) == 3 and gens == sorted(gens)  # grew, up to the maximum, never shrank
+    assert s["consumed"] == 40 and s["generated"] == s["consumed"] + s["dropped_stale"]
