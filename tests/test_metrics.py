@@ -86,6 +86,17 @@ def prometheus(ray_head, tmp_path):
 @pytest.mark.slow
 def test_prometheus_scrapes_a_running_training_job(ray_head, prometheus, tmp_path):
     run = tmp_path / "run"
+    deadline = time.time() + 30
+    while not [r for r in promql(prometheus, 'up{job="ray"}') if r["value"][1] == "1"]:  # scraped at least once
+        assert time.time() < deadline, "prometheus never scraped the Ray head"
+        time.sleep(0.5)
+    time.sleep(2)
+    # series of earlier jobs on this shared head: ignored below, so only this job's own series count
+    before = {r["metric"].get("WorkerId") for r in promql(prometheus, '{__name__=~"ray_srum_.*"}')}
+
+    def fresh(query: str) -> list[dict]:
+        return [r for r in promql(prometheus, query) if r["metric"].get("WorkerId") not in before]
+
     job = subprocess.run(
         [RAY, "job", "submit", "--address", ray_head.dashboard, "--no-wait", "--working-dir", str(tmp_path), "--",
          "srum", "train", "--engine", "ray", "--steps", "100000", "--out", str(run), "--set", "eval.at_start=false",
@@ -94,24 +105,28 @@ def test_prometheus_scrapes_a_running_training_job(ray_head, prometheus, tmp_pat
         env=ray_head.env, capture_output=True, text=True, timeout=120)
     job_id = re.search(r"raysubmit_\w+", job.stdout + job.stderr).group(0)
     try:
-        def total_rollouts() -> float:
-            return sum(float(r["value"][1]) for r in promql(prometheus, "ray_srum_rollouts_total"))
+        def rollouts_by_worker() -> dict[str, float]:
+            """This job's generator series only: other jobs on this head may have left theirs."""
+            return {r["metric"]["WorkerId"]: float(r["value"][1]) for r in fresh("ray_srum_rollouts_total")}
 
         deadline = time.time() + 120
-        while time.time() < deadline and total_rollouts() == 0:
+        while time.time() < deadline and not any(rollouts_by_worker().values()):
             time.sleep(1)
-        first = total_rollouts()
-        assert first > 0, "no srum rollouts scraped"
+        first = rollouts_by_worker()
+        assert any(first.values()), "no srum rollouts scraped from this job"
         deadline = time.time() + 60  # Ray reports every second, Prometheus scrapes every second; CI may be slow
-        while time.time() < deadline and total_rollouts() <= first:
+        grew = lambda now: any(now.get(w, 0) > v for w, v in first.items())
+        while time.time() < deadline and not grew(rollouts_by_worker()):
             time.sleep(1)
-        assert total_rollouts() > first, "the rollout counter did not increase"
-        assert promql(prometheus, "rate(ray_srum_rollouts_total[30s]) > 0")
-        terms = {r["metric"]["term"] for r in promql(prometheus, "ray_srum_loss")}
+        assert grew(rollouts_by_worker()), "the rollout counter of this job's generator did not increase"
+        deadline = time.time() + 60
+        while time.time() < deadline and not fresh("ray_srum_loss"):
+            time.sleep(1)
+        terms = {r["metric"]["term"] for r in fresh("ray_srum_loss")}
         assert terms == {"total", "reward_term", "kl_term"}
         for name in ("ray_srum_global_reward", "ray_srum_local_reward", "ray_srum_reward_map_mean"):
-            assert promql(prometheus, name), f"{name} missing"
-        labels = promql(prometheus, "ray_srum_rollouts_total")[0]["metric"]
+            assert fresh(name), f"{name} missing"
+        labels = fresh("ray_srum_rollouts_total")[0]["metric"]
         assert labels["role"] == "generator" and labels["actor"].startswith("generator-")
         missing = [n for n in sorted(dashboard_metrics())
                    if not promql(prometheus, f"{{__name__=~\"{n}(_bucket)?\"}}")]
