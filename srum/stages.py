@@ -107,7 +107,8 @@ class LearnerStage:
         return {"version": self.learner.version, **{k: round(v, 6) for k, v in m.items()}, **reward_metrics(judgements)}
 
     def flat_weights(self) -> np.ndarray:
-        return self.policy.flat_weights().numpy()
+        """The live weights (no copy): serialise it (return it from an actor call, ray.put) before the next step."""
+        return self.learner.weights_buffer.numpy()
 
     # ---- checkpoints: model + optimiser + reference + data position + version (RNG derives from (seed, step)) ----
     def checkpoint(self, run_dir: Path, step: int, data_position: int) -> Path:

@@ -20,6 +20,9 @@ class Learner:
         self.policy, self.cfg, self.reward = policy, cfg, reward
         # The frozen reference is the initial policy: the KL term keeps the update near it.
         self.reference = copy.deepcopy(policy.net).requires_grad_(False).eval()
+        # Parameters as views of one buffer, made before the optimiser sees them: the buffer is what gets
+        # published to the rollout workers, without a snapshot copy per version.
+        self.weights_buffer = policy.flatten_parameters()
         names = set(policy.generation_parameters()) if cfg.train == "generation" else None
         params = []
         for n, p in policy.net.named_parameters():

@@ -3,6 +3,7 @@
     generate(prompts, n, seed, opts) -> list[Rollout]      # with what the loss needs to re-score them
     judge_yes_prob(images, questions) -> np.ndarray        # P(yes); a score in [-1, 1] is 2p - 1
     flat_weights() / load_flat_weights(flat, version)      # one flat buffer, for broadcast
+    flatten_parameters() -> flat                           # weights as views of one buffer (the learner's)
     save(dir) / load(dir)                                  # config.json + model.safetensors + tokenizer
 """
 

@@ -158,7 +158,18 @@ class MotUMM:
         return self.net.state_dict()
 
     def flat_weights(self) -> torch.Tensor:
+        """A snapshot of every weight as one flat float32 tensor (a copy)."""
         return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
+
+    def flatten_parameters(self) -> torch.Tensor:
+        """Move every weight into one contiguous buffer (the parameters become views of it) and return
+        it. A learner publishes this buffer as it is: one object-store put per version is then the only
+        copy of the weights, where a snapshot would cost a second one (200 MB: about 20 ms)."""
+        flat = self.flat_weights()
+        with torch.no_grad():
+            for p, chunk in zip(self.net.parameters(), flat.split([p.numel() for p in self.net.parameters()])):
+                p.data = chunk.view_as(p)
+        return flat
 
     def load_flat_weights(self, flat: torch.Tensor, version: int | None = None, share: bool = False) -> None:
         """Copy `flat` into the weights; with share=True the weights become views of `flat` instead (no copy):

@@ -38,6 +38,7 @@ class PretrainConfig(BaseModel):
     steps: int = 6000
     gen_batch: int = 64
     und_batch: int = 64
+    und_every: int = 1  # an understanding batch every k steps: spend a stage's compute on the weaker side
     lr: float = 1e-3
     warmup: int = 300
     weight_decay: float = 0.01
@@ -152,9 +153,12 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
             group["lr"] = lr_at(cfg, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         l_gen = flow_loss(model, *gen_batch(cfg, step), g)
-        l_und, l_cap, acc = understanding_loss(model, *und_batch(cfg, step))
+        loss = l_gen
+        if step % cfg.und_every == 0:
+            l_und, l_cap, acc = understanding_loss(model, *und_batch(cfg, step))
+            loss = loss + l_und + cfg.caption_coef * l_cap
         opt.zero_grad(set_to_none=True)
-        (l_gen + l_und + cfg.caption_coef * l_cap).backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
         opt.step()
         _ema_update(ema, model.net, cfg.ema if step > cfg.warmup else 0.0)
@@ -215,7 +219,8 @@ def pretrain_stats(run: Path) -> dict:
     cfg = json.loads((run / "pretrain_config.json").read_text())
     step = int(meta["step"])
     stats = {"steps": step, "wall_time_s": round(float(meta["elapsed_s"]), 1), "peak_rss_mb": float(meta["peak_rss_mb"]),
-             "generation_samples": step * cfg["gen_batch"], "understanding_samples": step * cfg["und_batch"],
+             "generation_samples": step * cfg["gen_batch"],
+             "understanding_samples": -(-step // cfg.get("und_every", 1)) * cfg["und_batch"],
              "threads": cfg["threads"], "machine": "2 CPU cores (the CI machine type)"}
     if cfg.get("init_from") and (Path(cfg["init_from"]) / "state").exists():
         before = pretrain_stats(Path(cfg["init_from"]))

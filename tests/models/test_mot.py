@@ -8,6 +8,7 @@ from srum.models import SampleOptions, load_model
 from srum.models.mot import MotUMM
 from srum.models.mot_net import patchify, unpatchify
 from srum.models.tokenizer import WordTokenizer
+from tests.conftest import TINY
 
 PROMPTS = ["a red square", "two blue circles above a green triangle"]
 
@@ -50,6 +51,18 @@ def test_flat_weights_round_trip(tiny_model):
     assert torch.equal(other.flat_weights(), flat) and other.policy_version == 7
     with pytest.raises(ValueError, match="flat weights have"):
         other.load_flat_weights(flat[:-1])
+
+
+def test_flattened_parameters_are_views_of_the_published_buffer():
+    model = MotUMM(TINY)
+    before = model.flat_weights()
+    buf = model.flatten_parameters()
+    assert torch.equal(buf, before)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=1e-2)
+    model.velocity(torch.randn(2, TINY.grid**2, TINY.patch_dim), torch.rand(2), model.text_ids(["a red square"] * 2)).square().mean().backward()
+    opt.step()
+    assert torch.equal(model.flat_weights(), buf)  # the optimiser updated the buffer itself
+    assert not torch.equal(buf, before)
 
 
 def test_judge_probabilities_in_range(tiny_model):
