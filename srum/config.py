@@ -182,6 +182,7 @@ class RayConfig(Section):
     generator: ActorResources = ActorResources()
     judge: ActorResources = ActorResources()
     learner: ActorResources = ActorResources(num_cpus=1.0, threads=1)
+    learners: int = 1  # data-parallel learner actors (each with `learner` resources), gradients all-reduced
     max_staleness: int = 1  # drop (and count) a batch made by a policy more than this many versions old
     sync_every: int = 1  # publish new weights every N learner steps
     placement: bool = True  # one placement-group bundle per actor, so GPU roles never share a device
@@ -198,8 +199,8 @@ class RayConfig(Section):
         if self.max_staleness < self.sync_every - 1:
             raise ValueError(f"max_staleness ({self.max_staleness}) must be at least sync_every - 1 "
                              f"({self.sync_every - 1}), or every batch would be dropped as stale")
-        if min(self.generators, self.judges, self.sync_every, self.max_generators) < 1 or self.max_staleness < 0:
-            raise ValueError("generators, judges, sync_every and max_generators must be >= 1; max_staleness >= 0")
+        if min(self.generators, self.judges, self.learners, self.sync_every, self.max_generators) < 1 or self.max_staleness < 0:
+            raise ValueError("generators, judges, learners, sync_every and max_generators must be >= 1; max_staleness >= 0")
         return self
 
 
@@ -216,6 +217,14 @@ class TrainConfig(Section):
     learner: LearnerConfig = LearnerConfig()
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _batch_splits_over_learners(self):
+        batch = self.rollout.prompts_per_step * self.rollout.samples_per_prompt
+        if batch % self.ray.learners:
+            raise ValueError(f"ray.learners ({self.ray.learners}) must divide the batch of {batch} samples "
+                             "(rollout.prompts_per_step x rollout.samples_per_prompt): each learner takes an equal share")
+        return self
 
 
 def reference_markdown(cls: type[BaseModel], title: str) -> str:

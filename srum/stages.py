@@ -92,8 +92,8 @@ class LearnerStage:
     """The policy being trained, its frozen reference and optimiser; the k-th update draws its noise
     from (seed, k), so an update depends only on the batch and the step count."""
 
-    def __init__(self, cfg: TrainConfig, policy=None):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, policy=None, shard: tuple[int, int] = (0, 1)):
+        self.cfg, self.shard = cfg, shard  # (rank, world) of a data-parallel learner group
         self.policy = policy if policy is not None else load_model(cfg.model)
         self.learner = Learner(self.policy, cfg.learner, cfg.reward)
 
@@ -103,7 +103,7 @@ class LearnerStage:
 
     def step(self, rollouts: list[Rollout], judgements: list[Judgement]) -> dict:
         noise = step_generator(self.cfg.seed, self.learner.version, 1)
-        m = self.learner.step(list(zip(rollouts, judgements)), noise)
+        m = self.learner.step(list(zip(rollouts, judgements)), noise, self.shard)
         return {"version": self.learner.version, **{k: round(v, 6) for k, v in m.items()}, **reward_metrics(judgements)}
 
     def flat_weights(self) -> np.ndarray:

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-from ray.util.placement_group import remove_placement_group
 
 from ..config import TrainConfig
 from ..metrics import Recorder
-from .group import ActorGroup, actor_options, reserve, wait_placed
-from .workers import GeneratorActor, JudgeActor, LearnerActor
+from .group import ActorGroup
+from .learner_group import LearnerGroup
+from .workers import GeneratorActor, JudgeActor
 
 
 HISTORY_KEYS = ("step", "version", "staleness", "generators", "judges", "global_reward", "local_reward", "total", "kl_term")
@@ -97,19 +97,15 @@ class Controller:
         for group in (getattr(self, "gens", None), getattr(self, "judges", None)):
             if group is not None:
                 group.shutdown()
-        if getattr(self, "learner", None) is not None:
-            ray.kill(self.learner, no_restart=True)
-        if getattr(self, "learner_pg", None) is not None:
-            remove_placement_group(self.learner_pg)
+        if getattr(self, "learners", None) is not None:
+            self.learners.shutdown()
 
     def _run(self) -> dict:
         c, r = self.cfg, self.cfg.ray
         pps = c.rollout.prompts_per_step
-        self.learner_pg = reserve(r.learner, r.placement)
-        wait_placed("learner", r.learner, self.learner_pg)
-        self.learner = LearnerActor.options(**actor_options(r.learner, self.learner_pg)).remote(
-            self.cfg_json, r.learner.threads, str(self.dir))
-        state = ray.get(self.learner.resume.remote())
+        self.learners = LearnerGroup(self.cfg_json, r, str(self.dir))
+        self.learner = self.learners.lead  # rank 0 speaks for the group: weights, version, checkpoints
+        state = self.learners.resume()
         self.step = state["step"] if state else 0
         next_index = state["data_position"] // pps if state else 0
         self.version = ray.get(self.learner.version.remote())
@@ -157,7 +153,7 @@ class Controller:
                     unfinished -= 1
                     continue
                 sample = self._sample_path(self.step + 1)
-                learning, learning_batch = self.learner.step.remote(b.rollouts, b.judgements, sample), b
+                learning, learning_batch = self.learners.step(b.rollouts, b.judgements, sample), b
             # wait for whatever finishes first
             pending = list(generating) + list(judging) + ([learning] if learning else [])
             tw = time.perf_counter()

@@ -20,6 +20,9 @@ from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
 from . import stand_in
 
 
+LEARNER_TIMEOUT_S = 300  # a collective waiting longer than this on a lost peer fails the step (and the run)
+
+
 def _setup(cfg_json: str, threads: int) -> TrainConfig:
     torch.set_num_threads(threads)
     return TrainConfig.model_validate_json(cfg_json)
@@ -113,11 +116,35 @@ class JudgeActor:
 
 @ray.remote(max_restarts=0)
 class LearnerActor:
-    def __init__(self, cfg_json: str, threads: int, run_dir: str, name: str = "learner"):
+    """Rank `rank` of `world` data-parallel learners (1 by default); rank 0 speaks for the group."""
+
+    def __init__(self, cfg_json: str, threads: int, run_dir: str, name: str = "learner", rank: int = 0, world: int = 1):
         self.cfg = _setup(cfg_json, threads)
-        self.metrics = Recorder("learner", name)
-        self.dir = Path(run_dir)
-        self.stage = stand_in.StandInLearner(self.cfg) if self.cfg.ray.stages == "stand_in" else LearnerStage(self.cfg)
+        self.metrics = Recorder("learner", name) if rank == 0 else None
+        self.dir, self.rank, self.world = Path(run_dir), rank, world
+        stand_in_stages = self.cfg.ray.stages == "stand_in"
+        self.stage = stand_in.StandInLearner(self.cfg) if stand_in_stages else LearnerStage(self.cfg, shard=(rank, world))
+
+    def rendezvous(self) -> str:
+        """Rank 0: an address on this node, with a free port, for the group's process group."""
+        import socket
+
+        ip = ray.util.get_node_ip_address()
+        with socket.socket() as s:
+            s.bind((ip, 0))
+            return f"tcp://{ip}:{s.getsockname()[1]}"
+
+    def join(self, address: str) -> None:
+        """Join the learners' process group (gloo: the model runs on CPU tensors)."""
+        import datetime
+        import os
+
+        import torch.distributed as dist
+
+        if address.startswith("tcp://127."):
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a loopback-only instance: keep gloo on lo
+        dist.init_process_group("gloo", init_method=address, rank=self.rank, world_size=self.world,
+                                timeout=datetime.timedelta(seconds=LEARNER_TIMEOUT_S))
 
     def resume(self) -> dict | None:
         return self.stage.resume(self.dir)
@@ -130,6 +157,8 @@ class LearnerActor:
         m = self.stage.step(rollouts, judgements)
         m["learn_s"] = round(time.perf_counter() - t, 4)
         r = self.metrics
+        if r is None:  # ranks > 0: rank 0 reports the group's (all-reduced) figures
+            return m
         r.observe("srum_learner_step_seconds", m["learn_s"])
         r.set("srum_policy_version", m["version"])
         r.set("srum_global_reward", m["global_reward"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..config import LearnerConfig, RewardConfig
 from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors
@@ -38,13 +39,20 @@ class Learner:
         w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
         return centre(w) if self.reward.centre else w
 
-    def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator) -> dict[str, float]:
+    def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+        """One update. shard = (rank, world): a data-parallel learner computes its equal share of the batch,
+        then averages gradients (and the logged losses) over the process group: every rank takes the same
+        step, the one a single learner would take on the whole batch."""
         rollouts, judgements = zip(*batch)
         latents = torch.from_numpy(np.stack([r.latent for r in rollouts]))
-        w = self.token_weights(list(judgements))
-        losses = self.policy.srum_loss(latents, [r.prompt for r in rollouts], w, self.reference, self.cfg.kl_coef, generator)
+        w = self.token_weights(list(judgements))  # centring needs the whole batch
+        rank, world = shard
+        rows = slice(rank * len(batch) // world, (rank + 1) * len(batch) // world)
+        losses = self.policy.srum_loss(latents, [r.prompt for r in rollouts], w, self.reference, self.cfg.kl_coef, generator, rows)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
+        if world > 1:
+            losses = average_over_ranks(self.params, losses, world)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.version += 1
@@ -62,3 +70,15 @@ class Learner:
         self.reference.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ref.")})
         load_optimizer(self.opt, t)
         self.policy.policy_version = self.version
+
+
+def average_over_ranks(params: list[torch.Tensor], losses: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
+    """All-reduce the gradients (one flat buffer, one call) and the loss terms, divided by the world size."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [v.detach().reshape(1) for v in losses.values()])
+    dist.all_reduce(flat)
+    flat /= world
+    n = sum(g.numel() for g in grads)
+    for p, chunk in zip(params, flat[:n].split([g.numel() for g in grads])):
+        p.grad = chunk.view_as(p)
+    return dict(zip(losses, flat[n:]))

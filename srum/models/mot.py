@@ -136,11 +136,13 @@ class MotUMM:
         return self.cfg.grid
 
     def srum_loss(self, latents: torch.Tensor, prompts: list[str], token_weights: torch.Tensor, reference: MotNet,
-                  kl_coef: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Re-noise the policy's own clean latents, weight the velocity error per token, add lambda * KL."""
-        x0 = latents
-        eps = torch.randn(x0.shape, generator=generator)
-        t = torch.rand(x0.shape[0], generator=generator)
+                  kl_coef: float, generator: torch.Generator, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+        """Re-noise the policy's own clean latents, weight the velocity error per token, add lambda * KL.
+        `rows`: the share of the batch to compute (a data-parallel learner's); the noise is drawn for the
+        whole batch first, so the shares of all ranks together see exactly what one learner would."""
+        eps = torch.randn(latents.shape, generator=generator)[rows]
+        t = torch.rand(latents.shape[0], generator=generator)[rows]
+        x0, token_weights, prompts = latents[rows], token_weights[rows], prompts[rows]
         x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
         ids = self.text_ids(prompts)
         v = self.velocity(x_t, t, ids)

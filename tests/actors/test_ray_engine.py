@@ -56,6 +56,31 @@ def test_lock_step_gives_the_local_engines_weights(local_ray, tmp_path, tiny_mod
         assert a == b
 
 
+def test_data_parallel_learners_take_the_single_learners_steps(local_ray, tmp_path, tiny_model_dir):
+    """Two learner ranks, each on half of every batch, gradients all-reduced: the local engine's weights
+    up to float rounding (the all-reduce sums in another order), and both ranks hold the same weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = LocalEngine(cfg_for(tiny_model_dir, 3), tmp_path / "local", quiet)
+        local.run()
+    finally:
+        torch.set_num_threads(threads)
+    cfg = cfg_for(tiny_model_dir, 3, "ray.max_staleness=0", "ray.learners=2", "ray.learner.num_cpus=0.25")
+    summary = RayEngine(cfg, tmp_path / "ray", quiet).run()["ray"]
+    assert summary["consumed"] == 3
+    ray_model = load_model(tmp_path / "ray" / "checkpoints" / "step_000003" / "model")
+    start = load_model(tiny_model_dir).flat_weights()
+    moved = (local.policy.flat_weights() - start).abs()
+    diff = (local.policy.flat_weights() - ray_model.flat_weights()).abs()
+    # Adam turns rounding in near-zero gradients into steps of up to lr: bound the share of such weights.
+    # A wrong share of the batch or of the noise would move most weights by ~lr away from the local engine.
+    assert (moved > 1e-4).float().mean() > 0.3
+    assert (diff > 1e-5).float().mean() < 1e-3 and diff.max() < 1e-3, (float(diff.max()), float((diff > 1e-5).float().mean()))
+    with pytest.raises(ValueError, match="ray.learners"):
+        cfg_for(tiny_model_dir, 3, "ray.learners=3")  # 4 samples per batch do not split in 3
+
+
 def test_streaming_bounds_staleness_and_accounts_for_every_batch(local_ray, tmp_path, tiny_model_dir):
     cfg = cfg_for(tiny_model_dir, 12, "ray.stages=stand_in", "ray.max_staleness=1", "ray.generators=3",
                   "ray.stand_in.generate_s=0.05", "ray.stand_in.judge_s=0.01", "ray.stand_in.learn_s=0.01",
