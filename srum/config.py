@@ -207,6 +207,7 @@ class RayConfig(Section):
 class TrainConfig(Section):
     engine: Literal["local", "ray"] = "ray"  # ray: actors on a local instance or RAY_ADDRESS; local: one process
     model: str = "builtin"
+    device: str = "auto"  # cpu, cuda[:i], or auto: CUDA where there is a GPU (a Ray actor's own, from its num_gpus)
     seed: int = 0
     steps: int = 200
     time_budget_min: float = 0.0  # stop training (checkpoint, then evaluate) after this many minutes; 0 = none

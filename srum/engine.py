@@ -29,7 +29,7 @@ EVAL_SAMPLING = SampleOptions(steps=20, cfg_scale=3.0)
 class LocalEngine:
     def __init__(self, cfg: TrainConfig, run_dir: Path, log=print):
         self.cfg, self.dir, self.log = cfg, Path(run_dir), log
-        self.policy = load_model(cfg.model)
+        self.policy = load_model(cfg.model, cfg.device)
         # One policy object: the rollout stage samples from exactly the weights the learner updates.
         self.rollouts = RolloutStage(cfg, self.policy)
         self.learner_stage = LearnerStage(cfg, self.policy)

@@ -56,7 +56,7 @@ class RolloutStage:
     """The generator: draws `samples_per_prompt` images for each prompt of a batch."""
 
     def __init__(self, cfg: TrainConfig, policy=None):
-        self.cfg, self.policy = cfg, policy if policy is not None else load_model(cfg.model)
+        self.cfg, self.policy = cfg, policy if policy is not None else load_model(cfg.model, cfg.device)
         self.source = prompt_source(cfg.rollout.prompts, cfg.seed)
 
     def generate(self, batch: int) -> list[Rollout]:
@@ -71,7 +71,7 @@ class JudgeStage:
     """The model's own understanding head, judging rollouts globally and per region."""
 
     def __init__(self, cfg: TrainConfig, model=None):
-        self.judge = make_judge(model if model is not None else load_model(cfg.model), cfg.reward)
+        self.judge = make_judge(model if model is not None else load_model(cfg.model, cfg.device), cfg.reward)
 
     @property
     def model(self):
@@ -94,7 +94,7 @@ class LearnerStage:
 
     def __init__(self, cfg: TrainConfig, policy=None, shard: tuple[int, int] = (0, 1)):
         self.cfg, self.shard = cfg, shard  # (rank, world) of a data-parallel learner group
-        self.policy = policy if policy is not None else load_model(cfg.model)
+        self.policy = policy if policy is not None else load_model(cfg.model, cfg.device)
         self.learner = Learner(self.policy, cfg.learner, cfg.reward)
 
     @property
@@ -108,7 +108,7 @@ class LearnerStage:
 
     def flat_weights(self) -> np.ndarray:
         """The live weights (no copy): serialise it (return it from an actor call, ray.put) before the next step."""
-        return self.learner.weights_buffer.numpy()
+        return self.learner.weights_buffer.cpu().numpy()  # on a GPU: the one device-to-host copy
 
     # ---- checkpoints: model + optimiser + reference + data position + version (RNG derives from (seed, step)) ----
     def checkpoint(self, run_dir: Path, step: int, data_position: int) -> Path:

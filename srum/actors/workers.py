@@ -25,7 +25,10 @@ LEARNER_TIMEOUT_S = 300  # a collective waiting longer than this on a lost peer 
 
 def _setup(cfg_json: str, threads: int) -> TrainConfig:
     torch.set_num_threads(threads)
-    return TrainConfig.model_validate_json(cfg_json)
+    cfg = TrainConfig.model_validate_json(cfg_json)
+    if cfg.device == "auto":  # an actor uses a GPU only when Ray gave it one (its num_gpus)
+        cfg = cfg.model_copy(update={"device": "cuda" if ray.get_gpu_ids() else "cpu"})
+    return cfg
 
 
 class Busy:
@@ -135,7 +138,7 @@ class LearnerActor:
             return f"tcp://{ip}:{s.getsockname()[1]}"
 
     def join(self, address: str) -> None:
-        """Join the learners' process group (gloo: the model runs on CPU tensors)."""
+        """Join the learners' process group: NCCL for learners on GPUs, gloo on CPUs."""
         import datetime
         import os
 
@@ -143,7 +146,8 @@ class LearnerActor:
 
         if address.startswith("tcp://127."):
             os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a loopback-only instance: keep gloo on lo
-        dist.init_process_group("gloo", init_method=address, rank=self.rank, world_size=self.world,
+        backend = "nccl" if self.cfg.device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, init_method=address, rank=self.rank, world_size=self.world,
                                 timeout=datetime.timedelta(seconds=LEARNER_TIMEOUT_S))
 
     def resume(self) -> dict | None:

@@ -18,8 +18,20 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 BACKENDS = {"mot": MotUMM}
 
 
-def load_model(name: str | Path = "builtin"):
-    """'builtin' (the checkpoint shipped in the package) or a local model directory. Never a hub."""
+def resolve_device(device: str = "auto") -> str:
+    """"auto": CUDA where torch sees a GPU (inside a Ray actor: one Ray gave it), else the CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device here")
+    return device
+
+
+def load_model(name: str | Path = "builtin", device: str = "cpu"):
+    """'builtin' (the checkpoint shipped in the package) or a local model directory. Never a hub.
+    `device`: cpu, cuda[:i] or auto (see resolve_device)."""
     d = BUILTIN_DIR if str(name) == "builtin" else Path(name)
     if not (d / "config.json").exists():
         what = "the shipped built-in checkpoint is missing from the package" if str(name) == "builtin" else "not a model directory"
@@ -27,7 +39,7 @@ def load_model(name: str | Path = "builtin"):
     kind = json.loads((d / "config.json").read_text()).get("kind", "mot")
     if kind not in BACKENDS:
         raise ValueError(f"{d}/config.json: unknown model kind {kind!r}; known: {sorted(BACKENDS)}")
-    return BACKENDS[kind].load(d)
+    return BACKENDS[kind].load(d).to(resolve_device(device))
 
 
-__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model"]
+__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model", "resolve_device"]

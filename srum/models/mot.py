@@ -46,6 +46,16 @@ class MotUMM:
         self.net = net or MotNet(cfg)
         self.policy_version = 0
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "MotUMM":
+        """Move the weights (e.g. to "cuda"). Random numbers stay on the CPU and move over, so a seed draws
+        the same noise on every device."""
+        self.net.to(device)
+        return self
+
     # ---- generation: rectified flow ----
     def text_ids(self, prompts: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
         """Conditioning tokens; rows where `drop` is True get the empty prompt (classifier-free guidance)."""
@@ -53,13 +63,14 @@ class MotUMM:
         return self.tok.batch(texts, self.cfg.gen_text_len)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
-        return self.net.velocity(x_t, t, text_ids, self.tok.pad)
+        d = self.device
+        return self.net.velocity(x_t.to(d), t.to(d), text_ids.to(d), self.tok.pad)
 
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], generator: torch.Generator, opts: SampleOptions) -> torch.Tensor:
         """Integrate the flow from noise to data; returns clean patches (B, N, patch_dim) in ~[-1, 1]."""
         B, cfg = len(prompts), self.cfg
-        x = torch.randn(B, cfg.grid**2, cfg.patch_dim, generator=generator)
+        x = torch.randn(B, cfg.grid**2, cfg.patch_dim, generator=generator).to(self.device)
         cond = self.text_ids(prompts)
         guided = opts.cfg_scale != 1.0
         ids = torch.cat([cond, self.text_ids([""] * B)]) if guided else cond
@@ -85,7 +96,7 @@ class MotUMM:
             return x - (t - s) * v
         x0 = x - t * v
         eps = x + (1 - t) * v
-        z = torch.randn(x.shape, generator=generator)
+        z = torch.randn(x.shape, generator=generator).to(x.device)
         return (1 - s) * x0 + s * ((1 - eta**2) ** 0.5 * eps + eta * z)
 
     def generate(self, prompts: list[str], n: int = 1, seed: int = 0, opts: SampleOptions | None = None) -> list[Rollout]:
@@ -94,7 +105,7 @@ class MotUMM:
         specs = [parse(p) for p in prompts]
         flat = [s for s in specs for _ in range(n)]
         g = torch.Generator().manual_seed(seed)
-        lat = self.sample_latents([s.prompt for s in flat], g, opts)
+        lat = self.sample_latents([s.prompt for s in flat], g, opts).cpu()
         imgs = self.decode(lat)
         return [
             Rollout(f"{seed}-{i}", s.prompt, s.category, imgs[i], lat[i].numpy(), self.policy_version)
@@ -108,11 +119,11 @@ class MotUMM:
 
     def understand(self, images, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(LM logits at every text position, the (yes, no) logits at <ans>, the token ids)."""
-        x = to_unit(images).permute(0, 3, 1, 2)
-        ids = self.tok.batch(questions, self.cfg.und_text_len, answer=True)
+        x = to_unit(images).permute(0, 3, 1, 2).to(self.device)
+        ids = self.tok.batch(questions, self.cfg.und_text_len, answer=True).to(self.device)
         logits = self.net.understand(x, ids, self.tok.pad)
         last = (ids != self.tok.pad).sum(1) - 1
-        answer = logits[torch.arange(len(ids)), last][:, [self.tok.yes, self.tok.no]]
+        answer = logits[torch.arange(len(ids), device=ids.device), last][:, [self.tok.yes, self.tok.no]]
         return logits, answer, ids
 
     @torch.no_grad()
@@ -121,7 +132,7 @@ class MotUMM:
         out = []
         for i in range(0, len(questions), batch):
             out.append(self.answer_logits(images[i : i + batch], questions[i : i + batch]).softmax(-1)[:, 0])
-        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+        return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
 
     @staticmethod
     def question(prompt: str) -> str:
@@ -140,14 +151,15 @@ class MotUMM:
         """Re-noise the policy's own clean latents, weight the velocity error per token, add lambda * KL.
         `rows`: the share of the batch to compute (a data-parallel learner's); the noise is drawn for the
         whole batch first, so the shares of all ranks together see exactly what one learner would."""
-        eps = torch.randn(latents.shape, generator=generator)[rows]
-        t = torch.rand(latents.shape[0], generator=generator)[rows]
-        x0, token_weights, prompts = latents[rows], token_weights[rows], prompts[rows]
+        d = self.device
+        eps = torch.randn(latents.shape, generator=generator)[rows].to(d)
+        t = torch.rand(latents.shape[0], generator=generator)[rows].to(d)
+        x0, token_weights, prompts = latents[rows].to(d), token_weights[rows].to(d), prompts[rows]
         x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
         ids = self.text_ids(prompts)
         v = self.velocity(x_t, t, ids)
         with torch.no_grad():
-            v_ref = reference.velocity(x_t, t, ids, self.tok.pad)
+            v_ref = reference.velocity(x_t, t, ids.to(d), self.tok.pad)
         return weighted_flow_loss(v, eps - x0, v_ref, token_weights, kl_coef)
 
     def generation_parameters(self) -> list[str]:
@@ -180,6 +192,7 @@ class MotUMM:
         total = sum(t.numel() for t in params)
         if flat.numel() != total:  # check before copying: a bad buffer must not leave half-loaded weights
             raise ValueError(f"flat weights have {flat.numel()} values; the model has {total}")
+        share = share and flat.device == self.device  # a GPU replica copies from the host buffer
         with torch.no_grad():
             for t, chunk in zip(params, flat.split([t.numel() for t in params])):
                 if share:

@@ -27,6 +27,7 @@ from ..world import layout, parse, passes, training_spec
 from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt
 from ..world.render import draw
 from ..world.spec import COLORS, SHAPES
+from . import resolve_device
 from .mot import MotUMM, to_unit
 from .mot_net import MotConfig, patchify
 
@@ -48,6 +49,8 @@ class PretrainConfig(BaseModel):
     ema: float = 0.999
     checkpoint_every: int = 250
     threads: int = 2
+    device: str = "cpu"  # cpu, cuda[:i] or auto; the data is made on CPU workers either way
+    workers: int = 0  # data-loading processes (0: in the training process); a GPU host needs ~1 per core
     time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
     init_from: str | None = None  # warm start from a model directory (new modules keep their init)
 
@@ -97,10 +100,34 @@ def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np
 # ---- losses ----
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item i = the (generation, understanding) batches of step `first + i`: a pure function of the step,
+    so loading them in worker processes changes nothing but the speed."""
+
+    def __init__(self, cfg: PretrainConfig, first: int):
+        self.cfg, self.first = cfg, first
+
+    def __len__(self) -> int:
+        return self.cfg.steps - self.first
+
+    def __getitem__(self, i: int):
+        step = self.first + i
+        return gen_batch(self.cfg, step), (und_batch(self.cfg, step) if step % self.cfg.und_every == 0 else None)
+
+
+def _as_is(item):
+    return item
+
+
+def batches(cfg: PretrainConfig, first: int):
+    return torch.utils.data.DataLoader(StepBatches(cfg, first), batch_size=None, shuffle=False, collate_fn=_as_is,
+                                       num_workers=cfg.workers, prefetch_factor=8 if cfg.workers else None)
+
+
 def flow_loss(model: MotUMM, imgs: np.ndarray, prompts: list[str], g: torch.Generator) -> torch.Tensor:
-    x0 = patchify(to_unit(imgs), model.cfg.patch)
-    eps = torch.randn(x0.shape, generator=g)
-    t = torch.rand(x0.shape[0], generator=g)
+    x0 = patchify(to_unit(imgs), model.cfg.patch).to(model.device)
+    eps = torch.randn(x0.shape, generator=g).to(x0.device)
+    t = torch.rand(x0.shape[0], generator=g).to(x0.device)
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
     v = model.velocity(x_t, t, model.tok.batch(prompts, model.cfg.gen_text_len))
     return F.mse_loss(v, eps - x0)
@@ -113,7 +140,7 @@ def understanding_loss(model: MotUMM, imgs: np.ndarray, texts: list[str], labels
     understanding is trained by next-token prediction)."""
     logits, answer, ids = model.understand(imgs, [model.question(t) for t in texts])
     margin = answer[:, 0] - answer[:, 1]  # log P(yes) - log P(no)
-    y = torch.from_numpy(labels)
+    y = torch.as_tensor(labels).to(model.device)
     # Class-balanced: yes and no weigh the same in every batch, as balanced accuracy counts them.
     pos = y.mean().clamp(0.05, 0.95)
     yes_no = F.binary_cross_entropy_with_logits(margin, y, weight=torch.where(y > 0.5, 0.5 / pos, 0.5 / (1 - pos)))
@@ -140,7 +167,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pretrain_config.json", cfg.model_dump())
     torch.manual_seed(cfg.seed)
-    model = MotUMM(cfg.model)
+    model = MotUMM(cfg.model).to(resolve_device(cfg.device))
     ema = copy.deepcopy(model.net).requires_grad_(False)
     opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.init_from and not (out / "state").exists():
@@ -148,14 +175,15 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     step, elapsed, peak = _resume(out / "state", model, ema, opt)
     t_start, logf = time.time() - elapsed, (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", mininterval=5)
-    while step < cfg.steps:
+    l_und = l_cap = acc = torch.tensor(float("nan"))
+    for gen_data, und_data in batches(cfg, step):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        l_gen = flow_loss(model, *gen_batch(cfg, step), g)
+        l_gen = flow_loss(model, *gen_data, g)
         loss = l_gen
-        if step % cfg.und_every == 0:
-            l_und, l_cap, acc = understanding_loss(model, *und_batch(cfg, step))
+        if und_data is not None:  # logged below: the newest understanding figures
+            l_und, l_cap, acc = understanding_loss(model, *und_data)
             loss = loss + l_und + cfg.caption_coef * l_cap
         opt.zero_grad(set_to_none=True)
         loss.backward()

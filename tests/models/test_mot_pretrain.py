@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import torch
 
@@ -16,6 +18,15 @@ def test_resumed_pretraining_matches_uninterrupted(tmp_path):
     assert torch.equal(straight.flat_weights(), resumed.flat_weights())
     assert (tmp_path / "a" / "model" / "model.safetensors").exists()
     assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 0  # logs every 25 steps
+
+
+def test_data_workers_and_und_every_are_deterministic(tmp_path):
+    """Batches made in worker processes are the in-process ones; an understanding batch every k steps."""
+    in_process = pretrain(tiny_cfg(4).model_copy(update={"und_every": 2}), tmp_path / "a", log=lambda *_: None)
+    workers = pretrain(tiny_cfg(4).model_copy(update={"und_every": 2, "workers": 2}), tmp_path / "b", log=lambda *_: None)
+    assert torch.equal(in_process.flat_weights(), workers.flat_weights())
+    stats = json.loads((tmp_path / "b" / "model" / "pretrain_stats.json").read_text())
+    assert stats["generation_samples"] == 16 and stats["understanding_samples"] == 8
 
 
 def test_understanding_data_has_both_labels_and_is_seeded():
