@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--steps", type=int, default=20, help="sampler steps")
     ev.add_argument("--cfg-scale", type=float, default=3.0)
+    ev.add_argument("--device", default="auto", help="cpu, cuda[:N], or auto (a GPU if torch sees one)")
     ev.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="the online SRUM loop on the built-in model and CompWorld by default")
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--model", default="builtin")
     j.add_argument("--manifest", required=True, type=Path)
     j.add_argument("--out", required=True, type=Path)
+    j.add_argument("--device", default="auto", help="cpu, cuda[:N], or auto (a GPU if torch sees one)")
     j.set_defaults(func=cmd_judge)
 
     sv = sub.add_parser("serve", help="serve /generate, /judge and /healthz over HTTP with Ray Serve")
@@ -162,7 +164,7 @@ def cmd_eval(args) -> int:
     specs = read_prompts(args.prompts) if args.prompts else heldout_set()
     if args.images_per_prompt < 1:
         raise InputError("--images-per-prompt must be at least 1")
-    model = load_model(args.model)
+    model = load_model(args.model, args.device)
     report = run_eval(model, specs, args.images_per_prompt, args.out, args.seed,
                       SampleOptions(steps=args.steps, cfg_scale=args.cfg_scale))
     print(json.dumps(report, indent=2))
@@ -217,7 +219,7 @@ def cmd_judge(args) -> int:
     from .evaluate import run_judge
     from .models import load_model
 
-    rows = run_judge(load_model(args.model), args.manifest, args.out)
+    rows = run_judge(load_model(args.model, args.device), args.manifest, args.out)
     print(f"judged {len(rows)} images -> {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -174,6 +174,9 @@ class StandInConfig(Section):
     weights_mb: float = 10.0
 
 
+DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
 class RayConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS if set, else a fresh loopback-only local instance
     name: str = "srum"  # the controller actor's name in namespace "srum" (what `srum scale --name` finds)
@@ -207,7 +210,7 @@ class RayConfig(Section):
 class TrainConfig(Section):
     engine: Literal["local", "ray"] = "ray"  # ray: actors on a local instance or RAY_ADDRESS; local: one process
     model: str = "builtin"
-    device: str = "auto"  # cpu, cuda[:i], or auto: CUDA where there is a GPU (a Ray actor's own, from its num_gpus)
+    device: str = Field("auto", pattern=DEVICE)  # cpu, cuda[:i], or auto: CUDA where there is a GPU (a Ray actor's own)
     seed: int = 0
     steps: int = 200
     time_budget_min: float = 0.0  # stop training (checkpoint, then evaluate) after this many minutes; 0 = none

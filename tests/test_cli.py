@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 from srum.cli import main
@@ -97,7 +98,18 @@ def test_train_refuses_bad_config_before_starting_anything(tmp_path, capsys):
     assert "max_staleness (0) must be at least sync_every - 1" in capsys.readouterr().err
     assert main(["train", "--set", "learner.lrr=1", "--out", str(tmp_path / "r")]) == 2
     assert "--set learner.lrr=1: learner.lrr: unknown key" in capsys.readouterr().err
+    assert main(["train", "--set", "device=gpu", "--out", str(tmp_path / "r")]) == 2
+    assert "device" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing started, nothing written
+
+
+def test_eval_refuses_a_device_it_does_not_have(tmp_path, capsys):
+    assert main(["eval", "--device", "tpu", "--out", str(tmp_path / "e")]) == 2
+    assert "device 'tpu': expected cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["eval", "--device", "cuda", "--out", str(tmp_path / "e")]) == 2
+        assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_scale_needs_a_size_and_a_running_job(capsys, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..io import InputError
 from .mot import MotUMM, SampleOptions
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -25,7 +26,9 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device here")
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA device here")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"device {device!r}: expected cpu, cuda, cuda:N or auto")
     return device
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from ..config import DEVICE
 from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
 from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt
@@ -49,7 +50,7 @@ class PretrainConfig(BaseModel):
     ema: float = 0.999
     checkpoint_every: int = 250
     threads: int = 2
-    device: str = "cpu"  # cpu, cuda[:i] or auto; the data is made on CPU workers either way
+    device: str = Field("cpu", pattern=DEVICE)  # cpu, cuda[:i] or auto; the data is made on CPU workers either way
     workers: int = 0  # data-loading processes (0: in the training process); a GPU host needs ~1 per core
     time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
     init_from: str | None = None  # warm start from a model directory (new modules keep their init)
