@@ -4,19 +4,26 @@ docs/results/srum_compworld.{json,md} (merging with variants measured earlier).
 
     python bench/srum_compworld.py [--config configs/srum-compworld.yaml] [--budget-min 20]
                                    [--variants srum,global_only,...] [--out runs/bench]
+                                   [--categories single,shape --images-per-prompt 16]
+
+--categories restricts training prompts (training stream, never held-out prompts) and evaluation (the
+held-out prompts of those categories) to some categories, where a weak generator has something to
+improve; its results go to docs/results/srum_compworld_<categories>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine, EVAL_SAMPLING
 from srum.evaluate import run_eval
 from srum.models import load_model
-from srum.world import CATEGORIES, heldout_set
+from srum.io import write_jsonl
+from srum.world import CATEGORIES, heldout_set, training_spec
 
 VARIANTS = {
     "srum": [],
@@ -43,40 +50,69 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--categories", help="comma-separated: train and evaluate on these categories only")
+    ap.add_argument("--images-per-prompt", type=int, help="overrides eval.images_per_prompt")
     args = ap.parse_args()
     cfg = load_config(TrainConfig, args.config)
-    old = json.loads((RESULTS / "srum_compworld.json").read_text()) if (RESULTS / "srum_compworld.json").exists() else {}
-    base_dir = args.out / "base"
     e = cfg.eval
+    k = args.images_per_prompt or e.images_per_prompt
+    specs, extra, stem = heldout_set()[: e.prompts], [], "srum_compworld"
+    if args.categories:
+        cats = args.categories.split(",")
+        specs = [s for s in heldout_set() if s.category in cats]
+        extra = [f"rollout.prompts={category_prompts(cats, cfg.seed, args.out / 'train_prompts.jsonl')}", "eval.at_end=false"]
+        stem += "_" + "_".join(cats)
+    old = json.loads((RESULTS / f"{stem}.json").read_text()) if (RESULTS / f"{stem}.json").exists() else {}
     judge = load_model(cfg.model)
-    base_report = run_eval(load_model(cfg.model), heldout_set()[: e.prompts], e.images_per_prompt, base_dir, e.seed,
+    base_report = run_eval(load_model(cfg.model), specs, k, args.out / "base", e.seed,
                            EVAL_SAMPLING, save_images=False, judge_model=judge)
     base = base_report["overall"]
     rows = {"base": summarise(base_report)}
     for name in args.variants.split(","):
-        vcfg = load_config(TrainConfig, args.config, VARIANTS[name] + ["eval.at_start=false", f"time_budget_min={args.budget_min}"])
+        vcfg = load_config(TrainConfig, args.config, VARIANTS[name] + extra + ["eval.at_start=false", f"time_budget_min={args.budget_min}"])
         run = LocalEngine(vcfg, args.out / name, log=lambda *_: None).run()
+        if args.categories:  # the engine's own evaluation covers all categories: evaluate the final policy here
+            run["final"] = run_eval(load_model(latest_model(args.out / name)), specs, k, args.out / name / "eval_categories",
+                                    e.seed, EVAL_SAMPLING, save_images=False, judge_model=judge)
         rows[name] = {**summarise(run["final"], base), "steps": run["steps_done"], "train_seconds": run["train_seconds"],
                       "samples": run["steps_done"] * vcfg.rollout.prompts_per_step * vcfg.rollout.samples_per_prompt,
                       "overrides": VARIANTS[name]}
         print(json.dumps({name: rows[name]}), flush=True)
     merged = {**old.get("rows", {}), **rows}
-    out = {"config": str(args.config), "budget_min": args.budget_min, "eval_prompts": e.prompts,
-           "images_per_prompt": e.images_per_prompt, "machine": "2 CPU cores", "rows": merged}
+    out = {"command": "python bench/srum_compworld.py " + " ".join(sys.argv[1:]), "config": str(args.config), "budget_min": args.budget_min, "eval_prompts": len(specs), "categories": args.categories,
+           "images_per_prompt": k, "machine": "2 CPU cores", "rows": merged}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "srum_compworld.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "srum_compworld.md").write_text(markdown(out))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(out))
     print(json.dumps(out, indent=2))
 
 
+def category_prompts(cats: list[str], seed: int, path: Path, n: int = 3000) -> Path:
+    """The first n training-stream prompts of these categories (never a held-out one), as a prompt file."""
+    held = {s.prompt for s in heldout_set()}
+    rows, i = [], 0
+    while len(rows) < n:
+        s = training_spec(seed, i)
+        i += 1
+        if s.category in cats and s.prompt not in held:
+            rows.append({"prompt": s.prompt, "category": s.category})
+    write_jsonl(path, rows)
+    return path
+
+
+def latest_model(run: Path) -> Path:
+    return run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip() / "model"
+
+
 def markdown(out: dict) -> str:
-    cols = ["overall", *CATEGORIES, "gain_points", "error_reduction", "judge_mean_global", "steps", "samples"]
-    lines = [f"# SRUM on CompWorld-Bench ({out['eval_prompts']} held-out prompts x {out['images_per_prompt']} images, "
+    cols = ["overall", *[c for c in CATEGORIES if any(c in r for r in out["rows"].values())], "gain_points", "error_reduction", "judge_mean_global", "steps", "samples"]
+    scope = f", categories {out['categories']} only" if out.get("categories") else ""
+    lines = [f"# SRUM on CompWorld-Bench ({out['eval_prompts']} held-out prompts x {out['images_per_prompt']} images{scope}, "
              f"{out['budget_min']} min of training on {out['machine']})", "",
              "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in out["rows"].items():
         lines.append(f"| {name} | " + " | ".join("" if row.get(c) is None else str(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n\nProduced by `python bench/srum_compworld.py`; `judge_mean_global` is the judge's mean global " \
+    return "\n".join(lines) + f"\n\nProduced by `{out.get('command', 'python bench/srum_compworld.py')}`; `judge_mean_global` is the judge's mean global " \
         "score on the same images as the oracle's pass rate (the reward-hacking check).\n"
 
 
