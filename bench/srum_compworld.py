@@ -23,6 +23,7 @@ from srum.engine import LocalEngine, EVAL_SAMPLING
 from srum.evaluate import run_eval
 from srum.models import load_model
 from srum.io import write_jsonl
+from srum.stages import latest_checkpoint
 from srum.world import CATEGORIES, heldout_set, training_spec
 
 VARIANTS = {
@@ -59,6 +60,8 @@ def main() -> None:
     specs, extra, stem = heldout_set()[: e.prompts], [], "srum_compworld"
     if args.categories:
         cats = args.categories.split(",")
+        if unknown := sorted(set(cats) - set(CATEGORIES)):
+            ap.error(f"--categories: unknown {unknown}; known: {', '.join(CATEGORIES)}")
         specs = [s for s in heldout_set() if s.category in cats]
         extra = [f"rollout.prompts={category_prompts(cats, cfg.seed, args.out / 'train_prompts.jsonl')}", "eval.at_end=false"]
         stem += "_" + "_".join(cats)
@@ -72,7 +75,7 @@ def main() -> None:
         vcfg = load_config(TrainConfig, args.config, VARIANTS[name] + extra + ["eval.at_start=false", f"time_budget_min={args.budget_min}"])
         run = LocalEngine(vcfg, args.out / name, log=lambda *_: None).run()
         if args.categories:  # the engine's own evaluation covers all categories: evaluate the final policy here
-            run["final"] = run_eval(load_model(latest_model(args.out / name)), specs, k, args.out / name / "eval_categories",
+            run["final"] = run_eval(load_model(latest_checkpoint(args.out / name) / "model"), specs, k, args.out / name / "eval_categories",
                                     e.seed, EVAL_SAMPLING, save_images=False, judge_model=judge)
         rows[name] = {**summarise(run["final"], base), "steps": run["steps_done"], "train_seconds": run["train_seconds"],
                       "samples": run["steps_done"] * vcfg.rollout.prompts_per_step * vcfg.rollout.samples_per_prompt,
@@ -98,10 +101,6 @@ def category_prompts(cats: list[str], seed: int, path: Path, n: int = 3000) -> P
             rows.append({"prompt": s.prompt, "category": s.category})
     write_jsonl(path, rows)
     return path
-
-
-def latest_model(run: Path) -> Path:
-    return run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip() / "model"
 
 
 def markdown(out: dict) -> str:

@@ -122,10 +122,15 @@ class LearnerStage:
 
     def resume(self, run_dir: Path) -> dict | None:
         """Restore the newest checkpoint of `run_dir`; returns its state.json, or None if there is none."""
-        latest = Path(run_dir) / "checkpoints" / "latest"
-        if not latest.exists():
+        d = latest_checkpoint(run_dir)
+        if d is None:
             return None
-        d = latest.parent / latest.read_text().strip()
         self.policy.net.load_state_dict(load_model(d / "model").net.state_dict())
         self.learner.load(d / "learner.safetensors")
         return {**json.loads((d / "state.json").read_text()), "dir": str(d)}
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint directory of a run (what `checkpoints/latest` names), or None."""
+    latest = Path(run_dir) / "checkpoints" / "latest"
+    return latest.parent / latest.read_text().strip() if latest.exists() else None

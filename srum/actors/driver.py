@@ -22,6 +22,7 @@ from ..config import TrainConfig, dump_config
 from ..engine import eval_reports, evaluate
 from ..io import write_json, write_text
 from ..models import load_model
+from ..stages import latest_checkpoint
 
 NAMESPACE = "srum"
 
@@ -74,7 +75,7 @@ class RayEngine:
             self.log(f"stopped at step {summary['steps_done']}; final evaluation skipped "
                      f"(srum eval --model {self.dir}/checkpoints/<latest>/model)")
         elif model_stages and self.cfg.eval.at_end:
-            latest = self.dir / "checkpoints" / (self.dir / "checkpoints" / "latest").read_text().strip()
+            latest = latest_checkpoint(self.dir)
             judge = load_model(latest / "model") if self.cfg.learner.judge_follows else load_model(self.cfg.model)
             results["final"] = evaluate(self.cfg, self.dir, "final", load_model(latest / "model"), judge, self.log)
         write_json(self.dir / "results.json", results)

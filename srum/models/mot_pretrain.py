@@ -40,7 +40,7 @@ class PretrainConfig(BaseModel):
     steps: int = 6000
     gen_batch: int = 64
     und_batch: int = 64
-    und_every: int = 1  # an understanding batch every k steps: spend a stage's compute on the weaker side
+    und_every: int = Field(1, ge=1)  # an understanding batch every k steps: spend a stage's compute on the weaker side
     lr: float = 1e-3
     warmup: int = 300
     weight_decay: float = 0.01
@@ -51,7 +51,7 @@ class PretrainConfig(BaseModel):
     checkpoint_every: int = 250
     threads: int = 2
     device: str = Field("cpu", pattern=DEVICE)  # cpu, cuda[:i] or auto; the data is made on CPU workers either way
-    workers: int = 0  # data-loading processes (0: in the training process); a GPU host needs ~1 per core
+    workers: int = Field(0, ge=0)  # data-loading processes (0: in the training process); a GPU host needs ~1 per core
     time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
     init_from: str | None = None  # warm start from a model directory (new modules keep their init)
 
@@ -98,9 +98,6 @@ def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np
     return np.stack(imgs), list(texts), np.array(labels, np.float32)
 
 
-# ---- losses ----
-
-
 class StepBatches(torch.utils.data.Dataset):
     """Item i = the (generation, understanding) batches of step `first + i`: a pure function of the step,
     so loading them in worker processes changes nothing but the speed."""
@@ -123,6 +120,9 @@ def _as_is(item):
 def batches(cfg: PretrainConfig, first: int):
     return torch.utils.data.DataLoader(StepBatches(cfg, first), batch_size=None, shuffle=False, collate_fn=_as_is,
                                        num_workers=cfg.workers, prefetch_factor=8 if cfg.workers else None)
+
+
+# ---- losses ----
 
 
 def flow_loss(model: MotUMM, imgs: np.ndarray, prompts: list[str], g: torch.Generator) -> torch.Tensor:

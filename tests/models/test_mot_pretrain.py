@@ -29,6 +29,15 @@ def test_data_workers_and_und_every_are_deterministic(tmp_path):
     assert stats["generation_samples"] == 16 and stats["understanding_samples"] == 8
 
 
+def test_pretrain_cli_refuses_bad_schedule_and_workers(tmp_path, capsys):
+    from srum.cli import main
+
+    for key, value in (("und_every", 0), ("workers", -1), ("device", "gpu")):
+        assert main(["pretrain", "--set", f"{key}={value}", "--out", str(tmp_path / "p")]) == 2
+        assert f"--set {key}={value}: {key}:" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
 def test_understanding_data_has_both_labels_and_is_seeded():
     cfg = PretrainConfig(und_batch=64)
     imgs, texts, labels = und_batch(cfg, 0)
