@@ -25,6 +25,7 @@ import ray
 import torch
 
 from srum.actors.driver import NAMESPACE, RayEngine, start_local_ray
+from srum.actors.weights import Published, SlotRing, fetch
 from srum.config import TrainConfig, load_config
 from srum.models import load_model
 from srum.stages import JudgeStage, LearnerStage, RolloutStage
@@ -124,16 +125,31 @@ def offline_run(steps: int) -> float:
 
 # ---- (c) weight broadcast ----
 WARM_VERSIONS = 8
+SLOTS = 3  # the ring of a lock-step run (max_staleness 0)
+
+
 @ray.remote(num_cpus=0.1)
 class Holder:
-    def __init__(self, nbytes: int):
-        self.buf = np.random.default_rng(0).random(nbytes // 4, dtype=np.float32)
+    """The learner's side: publishes a new version with srum's own transport code."""
 
-    def put(self) -> tuple[list, float]:
-        """One put per version; returns [ref] (nested: readers fetch it themselves) and the put's seconds."""
+    def __init__(self, nbytes: int, transport: str):
+        self.buf = np.random.default_rng(0).random(nbytes // 4, dtype=np.float32)
+        self.ring = SlotRing(self.buf.size, SLOTS, "bench") if transport == "shared_memory" else None
+        self.version = 0
+
+    def put(self) -> tuple[Published, float]:
+        """One version: a put into the object store, or a copy into the next ring slot; and its seconds."""
+        self.version += 1
         t = time.perf_counter()
-        ref = ray.put(self.buf)
-        return [ref], time.perf_counter() - t
+        if self.ring is None:
+            p = Published(self.version, ref=[ray.put(self.buf)])
+        else:
+            p = self.ring.write(self.version % SLOTS, self.buf, self.version)
+        return p, time.perf_counter() - t
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
 
 
 @ray.remote(num_cpus=0.1)
@@ -141,9 +157,9 @@ class Reader:
     def __init__(self, nbytes: int):
         self.buf = np.zeros(nbytes // 4, np.float32)
 
-    def load(self, wrapped: list, share: bool) -> float:
+    def load(self, p: Published, share: bool) -> float:
         t = time.perf_counter()
-        flat = ray.get(wrapped[0])  # zero-copy: a read-only view of the node's shared object store
+        flat = fetch(p)  # what srum's workers call: zero-copy in both transports
         if share:  # what srum's generators do: use it in place; touch every page so it is really mapped
             self.view = flat
             float(flat[:: 4096 // 4].sum())
@@ -152,22 +168,22 @@ class Reader:
         return time.perf_counter() - t
 
 
-def broadcast(nbytes: int, readers: int, reps: int, share: bool) -> dict:
-    h = Holder.remote(nbytes)
+def broadcast(nbytes: int, readers: int, reps: int, share: bool, transport: str) -> dict:
+    h = Holder.remote(nbytes, transport)
     rs = [Reader.remote(nbytes) for _ in range(readers)]
     # Warm up to the steady state of a run (thousands of versions): the first puts allocate and fault in
-    # fresh object-store pages (0.3-0.8 s for 200 MB, measured); later versions reuse them.
+    # fresh pages (0.3-0.8 s for 200 MB in the object store, measured); later versions reuse them.
     for _ in range(WARM_VERSIONS):
-        wrapped, _ = h.put.options(num_returns=2).remote()
-        ray.get([r.load.remote(wrapped, share) for r in rs])
+        p, _ = ray.get(h.put.remote())
+        ray.get([r.load.remote(p, share) for r in rs])
     times, transports = [], []
     for _ in range(reps):
         t = time.perf_counter()
-        wrapped, put_s = h.put.options(num_returns=2).remote()  # the readers' calls wait on it inside Ray
-        loads = ray.get([r.load.remote(wrapped, share) for r in rs])
+        p, put_s = ray.get(h.put.remote())
+        loads = ray.get([r.load.remote(p, share) for r in rs])
         times.append(time.perf_counter() - t)
-        transports.append(ray.get(put_s) + max(loads))
-        del wrapped
+        transports.append(put_s + max(loads))
+        del p
     src, dst = np.ones(nbytes // 4, np.float32), np.zeros(nbytes // 4, np.float32)
     np.copyto(dst, src)
     copies = []
@@ -175,26 +191,29 @@ def broadcast(nbytes: int, readers: int, reps: int, share: bool) -> dict:
         t = time.perf_counter()
         np.copyto(dst, src)
         copies.append(time.perf_counter() - t)
+    ray.get(h.close.remote())
     for a in [h, *rs]:
         ray.kill(a)
     bt, ct, tt = statistics.median(times), statistics.median(copies), statistics.median(transports)
-    return {"bytes": nbytes, "readers": readers, "load": "shared view" if share else "copy", "broadcast_s": round(bt, 5), "broadcast_GBps_per_reader": round(nbytes / bt / 1e9, 3),
+    return {"transport": transport, "bytes": nbytes, "readers": readers, "load": "shared view" if share else "copy",
+            "broadcast_s": round(bt, 5), "broadcast_GBps_per_reader": round(nbytes / bt / 1e9, 3),
             "broadcast_GBps_all_readers": round(readers * nbytes / bt / 1e9, 3),
             "copy_s": round(ct, 5), "copy_GBps": round(nbytes / ct / 1e9, 3), "ratio_to_copy": round(ct / bt, 3),
             "transport_s": round(tt, 5), "transport_ratio_to_copy": round(ct / tt, 3)}
 
 
 def broadcast_table(runs: int) -> dict:
-    """(c) for 1 and 2 readers, the tiny model's buffer and 200 MB, readers using it in place or copying it;
-    each row the median over `runs` of a median of 20 versions."""
+    """(c) for both transports, 1 and 2 readers, the tiny model's buffer and 200 MB, readers using it in place
+    or copying it; each row the median over `runs` of a median of 20 versions."""
     tiny = load_model("builtin").flat_weights().numel() * 4
     rows = {}
-    for name, n in (("tiny model", tiny), ("200 MB", 200 * 2**20)):
-        for readers in (1, 2):
-            for share in (True, False):
-                xs = [broadcast(n, readers, 20, share) for _ in range(runs)]
-                mid = sorted(xs, key=lambda x: x["broadcast_s"])[len(xs) // 2]
-                rows[f"{name}, {readers} reader{'s' if readers > 1 else ''}, {mid['load']}"] = mid
+    for transport in ("shared_memory", "object_store"):
+        for name, n in (("tiny model", tiny), ("200 MB", 200 * 2**20)):
+            for readers in (1, 2):
+                for share in (True, False):
+                    xs = [broadcast(n, readers, 20, share, transport) for _ in range(runs)]
+                    mid = sorted(xs, key=lambda x: x["transport_s"])[len(xs) // 2]
+                    rows[f"{transport}: {name}, {readers} reader{'s' if readers > 1 else ''}, {mid['load']}"] = mid
     return rows
 
 
@@ -215,18 +234,19 @@ def to_markdown(r: dict) -> str:
               "## (b) Streaming vs lock-step vs offline (equal samples, real tiny model)", "", "| mode | samples/s |", "|---|---|"]
     for k, v in r["b_modes"].items():
         lines.append(f"| {k} | {v['samples_per_s_median']} |")
-    lines += ["", "## (c) Weight broadcast (one put, readers fetch zero-copy and copy into their weights)", "",
-              "Seconds from the put of a new version until every reader holds it; GB/s per reader = bytes / seconds; "
-              "ratio to copy = that / the GB/s of one plain in-memory copy of the same bytes (the target: >= 0.5). "
-              "Generators use the buffer in place (shared view); a replica that owns its weights copies it. "
-              "The tiny model's 10 MB are latency-bound: the object store's put and fetch round trips cost more than copying the bytes. "
-              "Transport = the put plus the slowest reader's fetch and load, timed inside the actors: the cost without the "
-              "calls' dispatch (in a run, generators get the weights with their next generate call, no call of their own).", "",
-              "| buffer, readers, load | seconds | GB/s per reader | GB/s, all readers | plain copy GB/s | ratio to copy | transport s | transport ratio |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## (c) Weight broadcast (srum's transports: shared-memory ring and object store)", "",
+              "Transport = the publish (a copy into a ring slot, or a put into the object store) plus the slowest reader's "
+              "fetch and load, timed inside the actors: the cost a version adds to a run, where generators get the handle with "
+              "their next generate call and make no call of their own. Transport ratio = plain-copy seconds / transport seconds "
+              "(the target: >= 0.5). Seconds = the same seen from the driver, with the dispatch of one publish call and one load "
+              "call per reader (about 4 ms of Ray call latency here, which no transport can remove). Generators use the buffer in "
+              "place (shared view); a replica that owns its weights copies it. Rows: median (by transport seconds) of the runs, "
+              "each the median of 20 versions after 8 warm-up versions.", "",
+              "| transport: buffer, readers, load | transport s | plain copy s | transport ratio | GB/s per reader (transport) | seconds incl. calls | ratio incl. calls |",
+              "|---|---|---|---|---|---|---|"]
     for k, v in r["c_broadcast"].items():
-        lines.append(f"| {k} | {v['broadcast_s']} | {v['broadcast_GBps_per_reader']} | {v.get('broadcast_GBps_all_readers', '')} | "
-                     f"{v['copy_GBps']} | **{v['ratio_to_copy']}** | {v.get('transport_s', '')} | {v.get('transport_ratio_to_copy', '')} |")
+        lines.append(f"| {k} | {v['transport_s']} | {v['copy_s']} | **{v['transport_ratio_to_copy']}** | "
+                     f"{round(v['bytes'] / v['transport_s'] / 1e9, 2)} | {v['broadcast_s']} | {v['ratio_to_copy']} |")
     lines += ["", "## (d) Generators 1 -> 2 -> 4 (one thread each, real tiny model, 2 cores)", "", "| generators | samples/s |", "|---|---|"]
     for k, v in r["d_generators"].items():
         lines.append(f"| {k} | {v['samples_per_s_median']} |")
@@ -270,7 +290,6 @@ def main() -> None:
     modes["offline three-stage"] = {"samples_per_s_median": round(m, 2), "runs": [round(x, 3) for x in xs]}
     r["b_modes"] = modes
     print(json.dumps(modes), flush=True)
-    tiny = load_model("builtin").flat_weights().numel() * 4
     r["c_broadcast"] = broadcast_table(args.runs)
     print(json.dumps(r["c_broadcast"]), flush=True)
     gens = {}

@@ -33,6 +33,8 @@ VARIANTS = {
     "lambda_0": ["learner.kl_coef=0"],
     "binarized": ["reward.binarize=true"],
     "signed_map": ["reward.map=signed"],
+    "centred": ["reward.centre=true"],  # paper map minus its batch mean: signed advantages
+    "rollout_20_steps": ["rollout.sampling.steps=20"],  # roll out with the evaluation's sampler
 }
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 

@@ -188,6 +188,9 @@ class RayConfig(Section):
     learners: int = 1  # data-parallel learner actors (each with `learner` resources), gradients all-reduced
     max_staleness: int = 1  # drop (and count) a batch made by a policy more than this many versions old
     sync_every: int = 1  # publish new weights every N learner steps
+    # how weights reach the workers (srum/actors/weights.py): auto = shared_memory on a one-node cluster,
+    # else object_store; collective = a broadcast group (NCCL between GPU actors, gloo on CPUs)
+    weights: Literal["auto", "object_store", "shared_memory", "collective"] = "auto"
     placement: bool = True  # one placement-group bundle per actor, so GPU roles never share a device
     autoscale: bool = False  # grow generators while the learner starves
     autoscale_idle: float = 0.3  # learner idle ratio (over the last window) above which a generator is added
@@ -228,6 +231,9 @@ class TrainConfig(Section):
         if batch % self.ray.learners:
             raise ValueError(f"ray.learners ({self.ray.learners}) must divide the batch of {batch} samples "
                              "(rollout.prompts_per_step x rollout.samples_per_prompt): each learner takes an equal share")
+        if self.ray.weights == "collective" and self.learner.judge_follows:
+            raise ValueError("ray.weights=collective broadcasts to generators only: with learner.judge_follows=true "
+                             "use ray.weights=object_store or shared_memory")
         return self
 
 

@@ -110,6 +110,10 @@ class LearnerStage:
         """The live weights (no copy): serialise it (return it from an actor call, ray.put) before the next step."""
         return self.learner.weights_buffer.cpu().numpy()  # on a GPU: the one device-to-host copy
 
+    def weights_tensor(self) -> torch.Tensor:
+        """The live weights buffer itself, on the learner's device (what a broadcast sends)."""
+        return self.learner.weights_buffer
+
     # ---- checkpoints: model + optimiser + reference + data position + version (RNG derives from (seed, step)) ----
     def checkpoint(self, run_dir: Path, step: int, data_position: int) -> Path:
         d = Path(run_dir) / "checkpoints" / f"step_{step:06d}"

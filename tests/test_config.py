@@ -1,6 +1,6 @@
 import pytest
 
-from srum.config import ConfigError, load_config
+from srum.config import ConfigError, TrainConfig, load_config
 from srum.models.mot_pretrain import PretrainConfig
 
 
@@ -46,3 +46,8 @@ def test_missing_or_malformed_file(tmp_path):
     f.write_text("a: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(PretrainConfig, f)
+
+
+def test_collective_weights_refuse_a_following_judge():
+    with pytest.raises(ConfigError, match="collective broadcasts to generators only"):
+        load_config(TrainConfig, None, ["ray.weights=collective", "learner.judge_follows=true"])

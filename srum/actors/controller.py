@@ -27,6 +27,7 @@ from ..config import TrainConfig
 from ..metrics import Recorder
 from .group import ActorGroup
 from .learner_group import LearnerGroup
+from .weights import BROADCAST_TIMEOUT_S, Published, choose_transport, free_slot, ring_slots
 from .workers import GeneratorActor, JudgeActor
 
 
@@ -98,6 +99,11 @@ class Controller:
             if group is not None:
                 group.shutdown()
         if getattr(self, "learners", None) is not None:
+            if getattr(self, "transport", None) == "shared_memory":
+                try:
+                    ray.get(self.learner.close_ring.remote(), timeout=30)
+                except Exception:  # noqa: BLE001 - a dead learner: its ring file is all that is left behind
+                    pass
             self.learners.shutdown()
 
     def _run(self) -> dict:
@@ -109,14 +115,15 @@ class Controller:
         self.step = state["step"] if state else 0
         next_index = state["data_position"] // pps if state else 0
         self.version = ray.get(self.learner.version.remote())
+        self._open_transport()
         self.gens = ActorGroup("generator", GeneratorActor, (self.cfg_json, r.generator.threads), r.generator, r.placement)
         self.judges = ActorGroup("judge", JudgeActor, (self.cfg_json, r.judge.threads), r.judge, r.placement)
         self.gens.add(self.want["generator"])
         self.judges.add(self.want["judge"])
         # every actor up (models loaded) before the clock starts: start-up is not throughput
         ray.get([a.ping.remote() for a in [*self.gens.actors.values(), *self.judges.actors.values()]])
-        weights = self._publish()
         generating, judging = {}, {}  # meta ref -> (actor id, Batch)
+        weights = self._publish(generating, judging)
         to_judge, to_learn, retry = deque(), deque(), deque()
         learning, unfinished = None, 0  # (ref, Batch) in the learner; batches issued and not yet learned or dropped
         self.t0, self.idle_s, last_health = time.perf_counter(), 0.0, time.perf_counter()
@@ -124,6 +131,8 @@ class Controller:
         window = deque(maxlen=max(1, r.status_every))
         while self.step < c.steps and not self.stopping.is_set():
             self._apply_scale()
+            if self.transport == "collective" and self.members is not None and set(self.gens.actors) != self.members:
+                weights = self._broadcast()  # generators came or went: a new group, and the current version again
             # 1. issue generation: within the staleness window, to idle generators
             while unfinished <= r.max_staleness and self.step + unfinished < c.steps:
                 got = self.gens.take()
@@ -132,7 +141,7 @@ class Controller:
                 aid, actor = got
                 index = retry.popleft() if retry else next_index
                 next_index += 0 if index < next_index else 1
-                b = Batch(index, weights[1])
+                b = Batch(index, weights.version)
                 meta_ref, b.rollouts = actor.generate.options(num_returns=2).remote(index, weights)
                 generating[meta_ref] = (aid, b)
                 unfinished += 1
@@ -140,6 +149,7 @@ class Controller:
             while to_judge and (got := self.judges.take()) is not None:
                 aid, actor = got
                 b = to_judge.popleft()
+                b.meta["judge_weights"] = weights.version  # the version a following judge reads
                 meta_ref, b.judgements = actor.score.options(num_returns=2).remote(
                     b.rollouts, weights if c.learner.judge_follows else None)
                 judging[meta_ref] = (aid, b)
@@ -190,7 +200,7 @@ class Controller:
                     self._learned(ray.get(ref), learning_batch)  # a learner failure is fatal: resume from the checkpoint
                     window.append((time.perf_counter(), self.idle_s))
                     if self.step % r.sync_every == 0:
-                        weights = self._publish()
+                        weights = self._publish(generating, judging)
                     if self.step % c.checkpoint_every == 0 and self.step < c.steps:  # the last one follows the loop
                         ray.get(self.learner.checkpoint.remote(self.step, next_index * pps))
                     self._autoscale(window)
@@ -236,11 +246,69 @@ class Controller:
     def _samples(self) -> int:
         return self.counts["consumed"] * self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
 
-    def _publish(self) -> list:
-        """One object-store put per version (the learner's return value), sent on as [ref, version].
-        Not awaited: generators block on it only when they need it, so the loop goes on."""
+    def _open_transport(self) -> None:
+        """Pick the weight transport (srum/actors/weights.py); auto falls back to the object store."""
+        r = self.cfg.ray
+        self.transport = choose_transport(r.weights, sum(n["Alive"] for n in ray.nodes()))
+        self.slots, self.slot_of = ring_slots(r.max_staleness), {}  # slot_of: version -> its ring slot
+        if self.transport == "shared_memory":
+            try:
+                ray.get(self.learner.open_ring.remote(self.slots, r.name))
+            except ray.exceptions.RayTaskError as e:
+                if r.weights != "auto":
+                    raise
+                print(f"srum: weights over the object store ({e.cause})", flush=True)
+                self.transport = "object_store"
+        if self.transport == "collective":  # generators on GPUs receive on them when the learner is on one too
+            on_gpu = r.generator.num_gpus > 0 and r.learner.num_gpus > 0 and self.cfg.device != "cpu"
+            self.backend, self.epoch, self.members = "nccl" if on_gpu else "gloo", 0, set()
+            self.numel, self.store_address = ray.get([self.learner.weights_numel.remote(), self.learner.broadcast_address.remote()])
+        self.sync["transport"] = self.transport
+        self.sync["broadcast_fallbacks"] = 0
+
+    def _publish(self, generating: dict, judging: dict) -> Published:
+        """Object store: one put per version (the learner's return value), not awaited: generators block on it
+        only when they need it. Shared memory: one copy into a slot that no batch in flight reads (awaited:
+        the copy must be whole before a generator reads it)."""
         self.counts["weight_versions"] += 1
-        return [self.learner.weights.remote(), self.version]
+        if self.transport == "object_store":
+            return Published(self.version, ref=[self.learner.weights.remote()])
+        if self.transport == "collective":
+            return self._broadcast()
+        versions = {b.version for _, b in generating.values()}
+        if self.cfg.learner.judge_follows:
+            versions |= {b.meta["judge_weights"] for _, b in judging.values()}
+        in_use = {self.slot_of[v] for v in versions if v in self.slot_of}
+        if self.slot_of:
+            in_use.add(self.slot_of[max(self.slot_of)])  # the newest: batches about to be issued read it
+        slot = free_slot(self.slots, in_use)
+        self.slot_of = {v: s for v, s in self.slot_of.items() if s != slot}
+        self.slot_of[self.version] = slot
+        return ray.get(self.learner.write_slot.remote(slot))
+
+    def _broadcast(self) -> Published:
+        """Send the current version to every generator; first form a new group (epoch) if they changed.
+        A broadcast that fails (a generator died in it) falls back to the object store for this version,
+        and the group is formed again at the next publish."""
+        gens = dict(self.gens.actors)
+        if not gens:  # none started yet: the first one to start forms a group and gets this version then
+            self.members = set()
+            return Published(self.version, collective=True)
+        try:
+            if set(gens) != (self.members or set()):
+                self.epoch, world = self.epoch + 1, len(gens) + 1
+                joins = [a.join_broadcast.remote(self.store_address, self.epoch, i + 1, world, self.backend, self.numel)
+                         for i, a in enumerate(gens.values())]
+                ray.get([self.learner.join_broadcast.remote(self.epoch, world, self.backend), *joins], timeout=BROADCAST_TIMEOUT_S)
+                self.members, self.sync["broadcast_epochs"] = set(gens), self.epoch
+            ray.get([self.learner.broadcast_weights.remote(), *[a.receive.remote(self.version) for a in gens.values()]],
+                    timeout=BROADCAST_TIMEOUT_S)
+            return Published(self.version, collective=True)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+            print(f"srum: broadcast of version {self.version} failed, sent over the object store: {str(e)[-1500:]}", flush=True)
+            self.members = None  # formed again at the next publish; until then the object store serves
+            self.sync["broadcast_fallbacks"] += 1
+            return Published(self.version, ref=[self.learner.weights.remote()])
 
     def _queues(self, **depth: int) -> None:
         for stage, n in depth.items():

@@ -73,9 +73,11 @@ class ActorGroup:
         cluster cannot satisfy yet stays pending, and the loop goes on; `poll` starts it once placed."""
         for _ in range(n):
             pg = reserve(self.res, self.use_placement)
-            if wait:
+            if wait:  # placed: start it now (a fresh pg.ready() polled with timeout 0 may not have resolved yet)
                 wait_placed(self.role, self.res, pg)
-            self.pending.append(pg)
+                self._start(pg)
+            else:
+                self.pending.append(pg)
         self.poll()
 
     def poll(self) -> None:
@@ -84,10 +86,13 @@ class ActorGroup:
             if pg is not None and not ray.wait([pg.ready()], timeout=0)[0]:
                 continue
             self.pending.remove(pg)
-            aid = next(self._ids)
-            self.actors[aid] = self.cls.options(**actor_options(self.res, pg)).remote(*self.args, f"{self.role}-{aid}")
-            self.pgs[aid] = pg
-            self.idle.append(aid)
+            self._start(pg)
+
+    def _start(self, pg) -> None:
+        aid = next(self._ids)
+        self.actors[aid] = self.cls.options(**actor_options(self.res, pg)).remote(*self.args, f"{self.role}-{aid}")
+        self.pgs[aid] = pg
+        self.idle.append(aid)
 
     def remove(self, n: int = 1) -> None:
         """Retire n actors: idle ones go now, busy ones when their current call returns."""

@@ -26,6 +26,8 @@ class StandInRollout:
 
     def generate(self, batch: int) -> list[Rollout]:
         time.sleep(self.s.generate_s)
+        if self.weights[0] != self.version:  # the learner stamps each version: the buffer changed under us
+            raise RuntimeError(f"weights of version {self.version} were overwritten while generating (now {self.weights[0]:.0f})")
         n = self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
         img, lat = np.zeros((32, 32, 3), np.uint8), np.zeros((64, 48), np.float32)
         return [Rollout(f"{batch}-{i}", "a red square", "single", img, lat, self.version) for i in range(n)]
@@ -50,11 +52,17 @@ class StandInLearner:
         time.sleep(self.s.learn_s)
         self.version += 1
         self.weights[self.version % len(self.weights)] = self.version  # new bytes each version
+        self.weights[0] = self.version  # and a stamp that generators check (no buffer may change under them)
         return {"version": self.version, "total": 0.0, "reward_term": 0.0, "kl_term": 0.0,
                 "global_reward": 0.0, "local_reward": None, "map_mean": 0.5}
 
     def flat_weights(self) -> np.ndarray:
         return self.weights
+
+    def weights_tensor(self):
+        import torch
+
+        return torch.from_numpy(self.weights)
 
     def checkpoint(self, run_dir, step: int, data_position: int):
         return None  # nothing worth keeping

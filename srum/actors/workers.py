@@ -1,9 +1,9 @@
 """Ray actors for the three roles. Each is a thin wrapper around a stage of srum/stages.py (or its
 stand-in): it adds weight loading, timing and nothing else, so the algorithm has one implementation.
 
-Weights travel as `[ref, version]`: a flat float32 buffer the learner returned once into the object
-store, wrapped in a list so that Ray does not fetch it for every call; an actor fetches it (zero-copy
-on its node) only when the version is newer than the one it holds.
+Weights travel as a small `Published` handle with each call (srum/actors/weights.py: the object store
+or a shared-memory ring); an actor fetches the buffer (zero-copy) only when the handle's version is
+newer than the one it holds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..config import TrainConfig
 from ..metrics import Recorder
 from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
 from . import stand_in
+from .weights import BroadcastGroup, Published, SlotRing, StagingBuffers, fetch, host_store
 
 
 LEARNER_TIMEOUT_S = 300  # a collective waiting longer than this on a lost peer fails the step (and the run)
@@ -43,24 +44,29 @@ class Busy:
         return max(0.0, 1.0 - self.busy / wall) if wall > 0 else 0.0
 
 
-def _fetch(weights: list | None, held: int, load) -> tuple[int, float, int]:
-    """Load `weights` = [ref, version] if newer than `held`; returns (version, seconds, bytes)."""
-    if weights is None or weights[1] <= held:
+def _fetch(weights: Published | None, held: int, load) -> tuple[int, float, int]:
+    """Load `weights` if newer than `held`; returns (version, seconds, bytes)."""
+    if weights is None or weights.version <= held:
         return held, 0.0, 0
     t = time.perf_counter()
-    flat = ray.get(weights[0])
-    load(flat, weights[1])
-    return weights[1], time.perf_counter() - t, flat.nbytes
+    flat = fetch(weights)
+    load(flat, weights.version)
+    return weights.version, time.perf_counter() - t, flat.nbytes
 
 
-@ray.remote(max_restarts=0)
+@ray.remote(max_restarts=0, concurrency_groups={"sync": 1})
 class GeneratorActor:
+    """`generate` runs in the default concurrency group; the collective transport's `join_broadcast` and
+    `receive` in "sync", so that a broadcast is received while a batch is being generated."""
+
     def __init__(self, cfg_json: str, threads: int, name: str = "generator"):
         cfg = _setup(cfg_json, threads)
         self.stand_in = cfg.ray.stages == "stand_in"
         self.stage = stand_in.StandInRollout(cfg) if self.stand_in else RolloutStage(cfg)
+        self.device = "cpu" if self.stand_in else str(self.stage.policy.device)
         self.version = -1  # no weights yet: the first batch always loads the current ones
         self.metrics, self.clock = Recorder("generator", name), Busy()
+        self.staging, self.group = None, None
 
     def ping(self) -> int:
         return self.version
@@ -69,12 +75,33 @@ class GeneratorActor:
         if self.stand_in:
             self.stage.load(flat, version)
         else:
-            # Generators only read their weights: use the object-store buffer in place, no copy.
+            # Generators only read their weights: use the published buffer in place, no copy.
             load_weights(self.stage.policy, flat, version, share=True)
 
-    def generate(self, batch: int, weights: list) -> tuple[dict, list]:
+    @ray.method(concurrency_group="sync")
+    def join_broadcast(self, address: str, epoch: int, rank: int, world: int, backend: str, numel: int) -> None:
+        if self.staging is None:  # gloo receives on the host (the load then copies to a GPU); NCCL on the device
+            self.staging = StagingBuffers(numel, self.device if backend == "nccl" else "cpu")
+        self.group = BroadcastGroup(address, epoch, rank, world, backend)
+
+    @ray.method(concurrency_group="sync")
+    def receive(self, version: int) -> None:
+        self.staging.receive(self.group, version)
+
+    def _fetch_broadcast(self, weights: Published) -> tuple[int, float, int]:
+        if weights.version <= self.version:
+            return self.version, 0.0, 0
+        t = time.perf_counter()
+        flat, version = self.staging.take(weights.version)
+        self._load(flat if self.device.startswith("cuda") else flat.numpy(), version)
+        return version, time.perf_counter() - t, flat.nbytes
+
+    def generate(self, batch: int, weights: Published) -> tuple[dict, list]:
         """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""
-        self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load)
+        if weights.collective:
+            self.version, sync_s, sync_bytes = self._fetch_broadcast(weights)
+        else:
+            self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load)
         t = time.perf_counter()
         rollouts = self.stage.generate(batch)
         dt = time.perf_counter() - t
@@ -103,7 +130,7 @@ class JudgeActor:
     def ping(self) -> int:
         return self.version
 
-    def score(self, rollouts: list, weights: list | None = None) -> tuple[dict, list]:
+    def score(self, rollouts: list, weights: Published | None = None) -> tuple[dict, list]:
         if not self.stand_in:
             self.version, _, _ = _fetch(weights, self.version, lambda f, v: load_weights(self.stage.model, f, v))
         t = time.perf_counter()
@@ -179,6 +206,35 @@ class LearnerActor:
     def weights(self):
         """The current weights as one flat buffer: returned once into the object store per version."""
         return self.stage.flat_weights()
+
+    # shared-memory transport (rank 0): a ring of slots on this node, written one version at a time
+    def open_ring(self, slots: int, tag: str) -> str:
+        self.ring = SlotRing(self.stage.flat_weights().size, slots, tag)
+        return str(self.ring.path)
+
+    def write_slot(self, slot: int) -> Published:
+        return self.ring.write(slot, self.stage.flat_weights(), self.stage.version)
+
+    def close_ring(self) -> None:
+        if getattr(self, "ring", None) is not None:
+            self.ring.close()
+
+    # collective transport (rank 0): the source of every broadcast, host of the groups' rendezvous store
+    def broadcast_address(self) -> str:
+        if getattr(self, "store", None) is None:
+            self.store, self.store_socket, self.store_address = host_store()
+        return self.store_address
+
+    def join_broadcast(self, epoch: int, world: int, backend: str) -> None:
+        self.group, self.backend = BroadcastGroup(self.broadcast_address(), epoch, 0, world, backend), backend
+
+    def broadcast_weights(self) -> int:
+        t = self.stage.weights_tensor()  # the live buffer: on a GPU learner, NCCL sends it from the device
+        self.group.broadcast(t if self.backend == "nccl" else t.cpu())
+        return self.stage.version
+
+    def weights_numel(self) -> int:
+        return self.stage.weights_tensor().numel()
 
     def checkpoint(self, step: int, data_position: int) -> str | None:
         d = self.stage.checkpoint(self.dir, step, data_position)

@@ -5,6 +5,17 @@ Rectified flow, per latent token n with the same (x_t, t, eps) for both terms:
     L = mean_n w_n * |v_theta - (eps - x0)|^2_n  +  lambda * mean_n |v_theta - v_ref|^2_n
 (|.|^2_n is the mean over the token's channels). For autoregressive image tokens the same shape holds
 with per-token NLL and the token KL of the logits (`weighted_ar_loss`).
+
+Negative weights (the signed map, centred advantages) push a token *away* from the sample. Put on the
+plain error, -|w| * |v - target|^2 has no minimum: the update blows the error up without bound (measured:
+the signed map collapsed the generator to 0 %). So the push-away is bounded:
+  - flow: a negatively weighted token regresses the *reflected* velocity 2 v_ref - v_theta onto the
+    target (the implicit negative policy of DiffusionNFT, Zheng et al. 2025). Its minimum,
+    v_theta = v_ref + (v_ref - target), moves away from the sample by as much as the reference is
+    near it, and no further;
+  - AR: a negatively weighted token gets the unlikelihood loss -log(1 - p) (Welleck et al. 2019),
+    which is >= 0 and minimal when the token is no longer sampled.
+With every weight >= 0 (the paper's map) both losses are exactly the plain weighted ones.
 """
 
 from __future__ import annotations
@@ -15,17 +26,21 @@ import torch.nn.functional as F
 
 def weighted_flow_loss(v: torch.Tensor, target: torch.Tensor, v_ref: torch.Tensor, w: torch.Tensor,
                        kl_coef: float) -> dict[str, torch.Tensor]:
-    """v, target, v_ref: (B, N, D); w: (B, N) token weights."""
-    reward_term = (w * (v - target).pow(2).mean(-1)).mean()
+    """v, target, v_ref: (B, N, D); w: (B, N) token weights, any sign."""
+    pull = w.clamp(min=0) * (v - target).pow(2).mean(-1)
+    push = (-w).clamp(min=0) * (2 * v_ref - v - target).pow(2).mean(-1)
+    reward_term = (pull + push).mean()
     kl_term = (v - v_ref).pow(2).mean()
     return {"total": reward_term + kl_coef * kl_term, "reward_term": reward_term, "kl_term": kl_term}
 
 
 def weighted_ar_loss(logits: torch.Tensor, tokens: torch.Tensor, ref_logits: torch.Tensor, w: torch.Tensor,
                      kl_coef: float) -> dict[str, torch.Tensor]:
-    """logits, ref_logits: (B, N, V); tokens: (B, N) the sampled image tokens; w: (B, N)."""
+    """logits, ref_logits: (B, N, V); tokens: (B, N) the sampled image tokens; w: (B, N), any sign."""
     logp = logits.log_softmax(-1)
-    nll = -logp.gather(-1, tokens[..., None])[..., 0]
-    reward_term = (w * nll).mean()
+    token_logp = logp.gather(-1, tokens[..., None])[..., 0]
+    nll = -token_logp
+    unlikelihood = -torch.log1p(-token_logp.exp().clamp(max=1 - 1e-6))
+    reward_term = (w.clamp(min=0) * nll + (-w).clamp(min=0) * unlikelihood).mean()
     kl_term = F.kl_div(ref_logits.log_softmax(-1), logp, log_target=True, reduction="none").sum(-1).mean()
     return {"total": reward_term + kl_coef * kl_term, "reward_term": reward_term, "kl_term": kl_term}

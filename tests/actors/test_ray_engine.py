@@ -35,7 +35,8 @@ def quiet(*_):
     pass
 
 
-def test_lock_step_gives_the_local_engines_weights(local_ray, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("transport", ["shared_memory", "object_store", "collective"])
+def test_lock_step_gives_the_local_engines_weights(local_ray, tmp_path, tiny_model_dir, transport):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the actors run one thread each: same arithmetic on both sides
     try:
@@ -43,8 +44,11 @@ def test_lock_step_gives_the_local_engines_weights(local_ray, tmp_path, tiny_mod
         local.run()
     finally:
         torch.set_num_threads(threads)
-    summary = RayEngine(cfg_for(tiny_model_dir, 3, "ray.max_staleness=0", "ray.generators=2"), tmp_path / "ray", quiet).run()["ray"]
+    cfg = cfg_for(tiny_model_dir, 3, "ray.max_staleness=0", "ray.generators=2", f"ray.weights={transport}")
+    summary = RayEngine(cfg, tmp_path / "ray", quiet).run()["ray"]
     assert summary["consumed"] == 3 and summary["dropped_stale"] == 0
+    assert summary["weight_sync"]["transport"] == transport
+    assert summary["weight_sync"].get("broadcast_fallbacks", 0) == 0
     ray_model = load_model(tmp_path / "ray" / "checkpoints" / "step_000003" / "model")
     assert torch.equal(local.policy.flat_weights(), ray_model.flat_weights())
     rows = [json.loads(line) for line in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
@@ -81,11 +85,15 @@ def test_data_parallel_learners_take_the_single_learners_steps(local_ray, tmp_pa
         cfg_for(tiny_model_dir, 3, "ray.learners=3")  # 4 samples per batch do not split in 3
 
 
-def test_streaming_bounds_staleness_and_accounts_for_every_batch(local_ray, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("transport", ["shared_memory", "object_store", "collective"])
+def test_streaming_bounds_staleness_and_accounts_for_every_batch(local_ray, tmp_path, tiny_model_dir, transport):
+    """Also: no generator's weights change while it generates (the stand-in generator checks the learner's
+    stamp after each batch and fails the run otherwise): the shared-memory ring never reuses a slot in use."""
     cfg = cfg_for(tiny_model_dir, 12, "ray.stages=stand_in", "ray.max_staleness=1", "ray.generators=3",
                   "ray.stand_in.generate_s=0.05", "ray.stand_in.judge_s=0.01", "ray.stand_in.learn_s=0.01",
-                  "ray.stand_in.weights_mb=1")
+                  "ray.stand_in.weights_mb=1", f"ray.weights={transport}")
     s = RayEngine(cfg, tmp_path / "run", quiet).run()["ray"]
+    assert s["weight_sync"]["transport"] == transport and s["weight_sync"].get("broadcast_fallbacks", 0) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert s["consumed"] == 12 and max(r["staleness"] for r in rows) <= 1
     assert s["generated"] == s["consumed"] + s["dropped_stale"] + s["abandoned_at_stop"]
@@ -110,10 +118,12 @@ def wait_for(ctl, pred, timeout=60):
     raise AssertionError(f"timed out waiting; last status {st}")
 
 
-def test_scale_while_training(local_ray, tmp_path, tiny_model_dir):
-    cfg = cfg_for(tiny_model_dir, 100, "ray.stages=stand_in", "ray.max_staleness=3", "ray.name=scaletest",
+@pytest.mark.parametrize("transport", ["auto", "collective"])
+def test_scale_while_training(local_ray, tmp_path, tiny_model_dir, transport):
+    """With the collective transport each change of generators forms a new broadcast group (an epoch)."""
+    cfg = cfg_for(tiny_model_dir, 100, "ray.stages=stand_in", "ray.max_staleness=3", f"ray.name=scaletest-{transport}",
                   "ray.stand_in.generate_s=0.15", "ray.stand_in.judge_s=0.01", "ray.stand_in.learn_s=0.01",
-                  "ray.stand_in.weights_mb=1")
+                  "ray.stand_in.weights_mb=1", f"ray.weights={transport}")
     out, errors = {}, []
 
     def train():
@@ -127,7 +137,7 @@ def test_scale_while_training(local_ray, tmp_path, tiny_model_dir):
     deadline = time.time() + 60
     while True:
         try:
-            ctl = ray.get_actor("scaletest", namespace=NAMESPACE)
+            ctl = ray.get_actor(f"scaletest-{transport}", namespace=NAMESPACE)
             break
         except ValueError:
             assert time.time() < deadline and not errors, errors
@@ -143,6 +153,8 @@ def test_scale_while_training(local_ray, tmp_path, tiny_model_dir):
     gens = [json.loads(line)["generators"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert gens[0] == 1 and 2 in gens and gens[-1] == 1
     assert s["consumed"] == 100 and s["generated"] == s["consumed"] + s["dropped_stale"] + s["abandoned_at_stop"]
+    if transport == "collective":
+        assert s["weight_sync"]["broadcast_epochs"] >= 3 and s["weight_sync"]["broadcast_fallbacks"] == 0
 
 
 def test_autoscale_grows_generators_while_the_learner_starves(local_ray, tmp_path, tiny_model_dir):

@@ -31,3 +31,39 @@ def test_ar_loss_by_hand():
     assert torch.isclose(out["reward_term"], 2.0 * -torch.log(torch.tensor(0.5)))
     kl = 0.5 * torch.log(torch.tensor(2.0)) + 0.25 * torch.log(torch.tensor(0.5))  # KL(policy || ref)
     assert torch.isclose(out["kl_term"], kl)
+
+
+def test_negative_weights_push_away_by_the_reflection_about_the_reference():
+    # one token, D=2: target 0, reference 1 away; a weight of -1 regresses 2 v_ref - v onto the target
+    v = torch.tensor([[[3.0, 1.0]]])
+    v_ref = torch.tensor([[[1.0, 1.0]]])
+    out = weighted_flow_loss(v, torch.zeros(1, 1, 2), v_ref, torch.tensor([[-1.0]]), kl_coef=0.0)
+    # 2 v_ref - v = (-1, 1) -> mse (1 + 1) / 2 = 1
+    assert torch.isclose(out["reward_term"], torch.tensor(1.0))
+
+
+def test_negative_weights_cannot_diverge():
+    """Gradient descent on a push-away term settles at v_ref + (v_ref - target) instead of running off."""
+    v = torch.zeros(1, 1, 2, requires_grad=True)
+    v_ref, target = torch.tensor([[[1.0, -1.0]]]), torch.tensor([[[0.5, 0.0]]])
+    opt = torch.optim.SGD([v], lr=0.2)
+    for _ in range(300):
+        opt.zero_grad()
+        weighted_flow_loss(v, target, v_ref, torch.tensor([[-1.0]]), kl_coef=0.0)["total"].backward()
+        opt.step()
+    assert torch.allclose(v.detach(), 2 * v_ref - target, atol=1e-4)
+
+
+def test_nonnegative_weights_give_the_plain_weighted_loss():
+    torch.manual_seed(0)
+    v, target, v_ref = torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    w = torch.rand(2, 3)
+    plain = (w * (v - target).pow(2).mean(-1)).mean()
+    assert torch.equal(weighted_flow_loss(v, target, v_ref, w, 0.0)["reward_term"], plain)
+
+
+def test_ar_negative_weight_is_unlikelihood():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]]))
+    out = weighted_ar_loss(logits, torch.tensor([[1]]), logits, torch.tensor([[-2.0]]), kl_coef=1.0)
+    assert torch.isclose(out["reward_term"], 2.0 * -torch.log(torch.tensor(0.75)))
+    assert torch.isclose(out["kl_term"], torch.tensor(0.0), atol=1e-7)
