@@ -25,7 +25,7 @@ import ray
 import torch
 
 from srum.actors.driver import NAMESPACE, RayEngine, start_local_ray
-from srum.actors.weights import Published, SlotRing, fetch
+from srum.actors.weights import BroadcastGroup, Published, SlotRing, StagingBuffers, fetch, host_store
 from srum.config import TrainConfig, load_config
 from srum.models import load_model
 from srum.stages import JudgeStage, LearnerStage, RolloutStage
@@ -151,6 +151,19 @@ class Holder:
         if self.ring is not None:
             self.ring.close()
 
+    # collective: rank 0 of a gloo broadcast group (NCCL on GPUs: same code, backend="nccl")
+    def address(self) -> str:
+        self.store, self.sock, addr = host_store()
+        return addr
+
+    def join(self, addr: str, world: int) -> None:
+        self.group = BroadcastGroup(addr, 1, 0, world, "gloo")
+
+    def send(self) -> float:
+        t = time.perf_counter()
+        self.group.broadcast(torch.from_numpy(self.buf))
+        return time.perf_counter() - t
+
 
 @ray.remote(num_cpus=0.1)
 class Reader:
@@ -167,23 +180,39 @@ class Reader:
             np.copyto(self.buf, flat)
         return time.perf_counter() - t
 
+    def join(self, addr: str, rank: int, world: int) -> None:
+        self.group, self.staging = BroadcastGroup(addr, 1, rank, world, "gloo"), StagingBuffers(self.buf.size, "cpu")
+
+    def receive(self, version: int, share: bool) -> float:
+        """What a generator does: receive into the free staging buffer, then take it (in place, or copied)."""
+        t = time.perf_counter()
+        self.staging.receive(self.group, version)
+        flat, _ = self.staging.take(version)
+        if not share:
+            np.copyto(self.buf, flat.numpy())
+        return time.perf_counter() - t
+
+
+def broadcast_collective(h, rs: list, reps: int, share: bool) -> tuple[list, list]:
+    addr = ray.get(h.address.remote())
+    ray.get([h.join.remote(addr, len(rs) + 1), *[r.join.remote(addr, i + 1, len(rs) + 1) for i, r in enumerate(rs)]])
+    times, transports = [], []
+    for v in range(WARM_VERSIONS + reps):
+        t = time.perf_counter()
+        send_s, *recv_s = ray.get([h.send.remote(), *[r.receive.remote(v, share) for r in rs]])
+        if v >= WARM_VERSIONS:
+            times.append(time.perf_counter() - t)
+            transports.append(max(send_s, *recv_s))  # the members run concurrently: the slowest one's time
+    return times, transports
+
 
 def broadcast(nbytes: int, readers: int, reps: int, share: bool, transport: str) -> dict:
     h = Holder.remote(nbytes, transport)
     rs = [Reader.remote(nbytes) for _ in range(readers)]
-    # Warm up to the steady state of a run (thousands of versions): the first puts allocate and fault in
-    # fresh pages (0.3-0.8 s for 200 MB in the object store, measured); later versions reuse them.
-    for _ in range(WARM_VERSIONS):
-        p, _ = ray.get(h.put.remote())
-        ray.get([r.load.remote(p, share) for r in rs])
-    times, transports = [], []
-    for _ in range(reps):
-        t = time.perf_counter()
-        p, put_s = ray.get(h.put.remote())
-        loads = ray.get([r.load.remote(p, share) for r in rs])
-        times.append(time.perf_counter() - t)
-        transports.append(put_s + max(loads))
-        del p
+    if transport == "collective":
+        times, transports = broadcast_collective(h, rs, reps, share)
+    else:
+        times, transports = broadcast_puts(h, rs, reps, share)
     src, dst = np.ones(nbytes // 4, np.float32), np.zeros(nbytes // 4, np.float32)
     np.copyto(dst, src)
     copies = []
@@ -202,12 +231,30 @@ def broadcast(nbytes: int, readers: int, reps: int, share: bool, transport: str)
             "transport_s": round(tt, 5), "transport_ratio_to_copy": round(ct / tt, 3)}
 
 
-def broadcast_table(runs: int) -> dict:
+def broadcast_puts(h, rs: list, reps: int, share: bool) -> tuple[list, list]:
+    """Object store / shared memory: publish, then every reader fetches; transport = publish + slowest load."""
+    # Warm up to the steady state of a run (thousands of versions): the first puts allocate and fault in
+    # fresh pages (0.3-0.8 s for 200 MB in the object store, measured); later versions reuse them.
+    for _ in range(WARM_VERSIONS):
+        p, _ = ray.get(h.put.remote())
+        ray.get([r.load.remote(p, share) for r in rs])
+    times, transports = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        p, put_s = ray.get(h.put.remote())
+        loads = ray.get([r.load.remote(p, share) for r in rs])
+        times.append(time.perf_counter() - t)
+        transports.append(put_s + max(loads))
+        del p
+    return times, transports
+
+
+def broadcast_table(runs: int, transports=("shared_memory", "object_store", "collective")) -> dict:
     """(c) for both transports, 1 and 2 readers, the tiny model's buffer and 200 MB, readers using it in place
     or copying it; each row the median over `runs` of a median of 20 versions."""
     tiny = load_model("builtin").flat_weights().numel() * 4
     rows = {}
-    for transport in ("shared_memory", "object_store"):
+    for transport in transports:
         for name, n in (("tiny model", tiny), ("200 MB", 200 * 2**20)):
             for readers in (1, 2):
                 for share in (True, False):
@@ -234,9 +281,10 @@ def to_markdown(r: dict) -> str:
               "## (b) Streaming vs lock-step vs offline (equal samples, real tiny model)", "", "| mode | samples/s |", "|---|---|"]
     for k, v in r["b_modes"].items():
         lines.append(f"| {k} | {v['samples_per_s_median']} |")
-    lines += ["", "## (c) Weight broadcast (srum's transports: shared-memory ring and object store)", "",
+    lines += ["", "## (c) Weight broadcast (srum's transports: shared-memory ring, object store, collective broadcast)", "",
               "Transport = the publish (a copy into a ring slot, or a put into the object store) plus the slowest reader's "
-              "fetch and load, timed inside the actors: the cost a version adds to a run, where generators get the handle with "
+              "fetch and load, timed inside the actors (collective: the slowest member's broadcast call, gloo over loopback TCP "
+              "here; on GPUs the same code runs NCCL): the cost a version adds to a run, where generators get the handle with "
               "their next generate call and make no call of their own. Transport ratio = plain-copy seconds / transport seconds "
               "(the target: >= 0.5). Seconds = the same seen from the driver, with the dispatch of one publish call and one load "
               "call per reader (about 4 ms of Ray call latency here, which no transport can remove). Generators use the buffer in "
@@ -258,6 +306,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, not for the record)")
     ap.add_argument("--broadcast-only", action="store_true", help="re-measure (c); update the saved results")
+    ap.add_argument("--transports", default="shared_memory,object_store,collective", help="for (c): comma-separated")
     ap.add_argument("--stand-in-only", action="store_true", help="re-measure (a) with stand-ins; update the saved results")
     args = ap.parse_args()
     steps = 12 if args.quick else 100
@@ -265,7 +314,7 @@ def main() -> None:
     start_local_ray(num_cpus=8, log_to_driver=False)
     r = {"runs": args.runs, "machine": f"{torch.get_num_threads()} cores"}
     if args.broadcast_only:
-        r["c_broadcast"] = broadcast_table(args.runs)
+        r["c_broadcast"] = broadcast_table(args.runs, args.transports.split(","))
         print(json.dumps(r["c_broadcast"]), flush=True)
     else:
         r["a_stand_in"] = stand_in_efficiency(args.runs, steps)
