@@ -24,6 +24,7 @@ flight plus the newest version, max_staleness + 3 slots always leave one free.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ class SlotRing:
         if not SHM_DIR.is_dir() or shutil.disk_usage(SHM_DIR).free < need + (256 << 20):
             raise RuntimeError(f"ray.weights=shared_memory needs {need / 2**20:.0f} MiB free in {SHM_DIR}; "
                                "use ray.weights=object_store")
-        self.path = SHM_DIR / f"{tag}-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        safe = re.sub(r"[^\w.-]", "_", tag)  # the run's name: keep it one plain file name
+        self.path = SHM_DIR / f"{safe}-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.slots = np.memmap(self.path, np.float32, "w+", shape=(slots, numel))
         self.numel = numel
 

@@ -8,7 +8,8 @@ from srum.actors.weights import SlotRing, choose_transport, fetch, free_slot, ri
 
 
 def test_ring_round_trip_is_zero_copy_and_read_only(tmp_path, monkeypatch):
-    ring = SlotRing(numel=1000, slots=3, tag="test")
+    ring = SlotRing(numel=1000, slots=3, tag="test/../run name")
+    assert ring.path.parent == weights.SHM_DIR and ring.path.name.startswith("test_.._run_name-weights-")
     try:
         a, b = np.arange(1000, dtype=np.float32), -np.arange(1000, dtype=np.float32)
         pa, pb = ring.write(0, a, version=5), ring.write(2, b, version=6)
