@@ -262,7 +262,7 @@ class Controller:
         if self.transport == "collective":  # generators on GPUs receive on them when the learner is on one too
             on_gpu = r.generator.num_gpus > 0 and r.learner.num_gpus > 0 and self.cfg.device != "cpu"
             self.backend, self.epoch, self.members = "nccl" if on_gpu else "gloo", 0, set()
-            self.numel, self.store_address = ray.get([self.learner.weights_numel.remote(), self.learner.broadcast_address.remote()])
+            self.numel, self.store_address = ray.get([self.learner.weights_numel.remote(), self.learner.rendezvous.remote()])
         self.sync["transport"] = self.transport
         self.sync["broadcast_fallbacks"] = 0
 

@@ -74,7 +74,8 @@ _mapped: dict[str, np.memmap] = {}  # per worker process: each ring is mapped on
 
 
 def fetch(p: Published):
-    """The flat buffer of a published version, read-only and zero-copy in both transports."""
+    """The flat buffer of a published version, read-only and zero-copy: object store or ring (a broadcast
+    version is in the generator's staging buffers instead)."""
     if p.ref is not None:
         import ray
 
@@ -103,26 +104,16 @@ BROADCAST_TIMEOUT_S = 120  # a member that does not take part for this long fail
 
 class BroadcastGroup:
     """One epoch of the weight-broadcast group: rank 0 is the learner, ranks 1.. the generators.
-    Rendezvous through a TCP store that the learner hosts for the whole run (a key prefix per epoch)."""
-
-    _stores: dict[str, object] = {}  # per process: one connection to the learner's store
+    Rendezvous through the TCP store that the learner hosts for the whole run (a key prefix per epoch)."""
 
     def __init__(self, address: str, epoch: int, rank: int, world: int, backend: str):
-        import datetime
-
         import torch.distributed as dist
 
-        timeout = datetime.timedelta(seconds=BROADCAST_TIMEOUT_S)
-        host, port = address.rsplit(":", 1)
-        if host.startswith("127."):
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a loopback-only instance: keep gloo on lo
-        if address not in self._stores:
-            self._stores[address] = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
-        store = dist.PrefixStore(f"srum-weights/{epoch}/", self._stores[address])
+        store = dist.PrefixStore(f"srum-weights/{epoch}/", connect_store(address))
         if backend == "nccl":
             self.pg = dist.ProcessGroupNCCL(store, rank, world)
         else:
-            self.pg = dist.ProcessGroupGloo(store, rank, world, timeout)
+            self.pg = dist.ProcessGroupGloo(store, rank, world, _timeout())
 
     def broadcast(self, tensor) -> None:
         import torch.distributed as dist
@@ -132,10 +123,16 @@ class BroadcastGroup:
         self.pg.broadcast([tensor], opts).wait()
 
 
-def host_store() -> tuple[object, object, str]:
-    """The learner's rendezvous store for all epochs, listening on this node's address only (a TCPStore
-    left to itself listens on every interface); returns (store, its socket, "host:port")."""
+def _timeout():
     import datetime
+
+    return datetime.timedelta(seconds=BROADCAST_TIMEOUT_S)
+
+
+def host_store() -> tuple[object, object, str]:
+    """The learner's rendezvous store for the run (the weight-broadcast epochs and the data-parallel
+    learners' group, under their own key prefixes), listening on this node's address only (a TCPStore
+    left to itself listens on every interface); returns (store, its socket, "host:port")."""
     import socket
 
     import ray
@@ -146,9 +143,23 @@ def host_store() -> tuple[object, object, str]:
     sock.bind((ip, 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    store = dist.TCPStore(ip, port, is_master=True, wait_for_workers=False, master_listen_fd=sock.fileno(),
-                          timeout=datetime.timedelta(seconds=BROADCAST_TIMEOUT_S))
+    store = dist.TCPStore(ip, port, is_master=True, wait_for_workers=False, master_listen_fd=sock.fileno(), timeout=_timeout())
     return store, sock, f"{ip}:{port}"
+
+
+_stores: dict[str, object] = {}  # per process: one client connection to each host_store
+
+
+def connect_store(address: str):
+    """A client of the store at "host:port" (one per process and address)."""
+    import torch.distributed as dist
+
+    host, port = address.rsplit(":", 1)
+    if host.startswith("127."):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a loopback-only instance: keep gloo on lo
+    if address not in _stores:
+        _stores[address] = dist.TCPStore(host, int(port), is_master=False, timeout=_timeout())
+    return _stores[address]
 
 
 class StagingBuffers:

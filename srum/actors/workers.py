@@ -1,8 +1,8 @@
 """Ray actors for the three roles. Each is a thin wrapper around a stage of srum/stages.py (or its
 stand-in): it adds weight loading, timing and nothing else, so the algorithm has one implementation.
 
-Weights travel as a small `Published` handle with each call (srum/actors/weights.py: the object store
-or a shared-memory ring); an actor fetches the buffer (zero-copy) only when the handle's version is
+Weights travel as a small `Published` handle with each call (srum/actors/weights.py: the object store,
+a shared-memory ring, or a broadcast into a generator's staging buffers); an actor fetches the buffer (zero-copy) only when the handle's version is
 newer than the one it holds.
 """
 
@@ -18,7 +18,7 @@ from ..config import TrainConfig
 from ..metrics import Recorder
 from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
 from . import stand_in
-from .weights import BroadcastGroup, Published, SlotRing, StagingBuffers, fetch, host_store
+from .weights import BroadcastGroup, Published, SlotRing, StagingBuffers, connect_store, fetch, host_store
 
 
 LEARNER_TIMEOUT_S = 300  # a collective waiting longer than this on a lost peer fails the step (and the run)
@@ -44,14 +44,16 @@ class Busy:
         return max(0.0, 1.0 - self.busy / wall) if wall > 0 else 0.0
 
 
-def _fetch(weights: Published | None, held: int, load) -> tuple[int, float, int]:
-    """Load `weights` if newer than `held`; returns (version, seconds, bytes)."""
+def _fetch(weights: Published | None, held: int, load, get=None) -> tuple[int, float, int]:
+    """Load `weights` if newer than `held`; returns (version, seconds, bytes). `get(weights)` -> (buffer,
+    version) finds the buffer: by default `fetch` (object store, ring); a generator's staging buffers
+    for a broadcast version (which may hold a newer version than asked for)."""
     if weights is None or weights.version <= held:
         return held, 0.0, 0
     t = time.perf_counter()
-    flat = fetch(weights)
-    load(flat, weights.version)
-    return weights.version, time.perf_counter() - t, flat.nbytes
+    flat, version = get(weights) if get else (fetch(weights), weights.version)
+    load(flat, version)
+    return version, time.perf_counter() - t, flat.nbytes
 
 
 @ray.remote(max_restarts=0, concurrency_groups={"sync": 1})
@@ -88,20 +90,10 @@ class GeneratorActor:
     def receive(self, version: int) -> None:
         self.staging.receive(self.group, version)
 
-    def _fetch_broadcast(self, weights: Published) -> tuple[int, float, int]:
-        if weights.version <= self.version:
-            return self.version, 0.0, 0
-        t = time.perf_counter()
-        flat, version = self.staging.take(weights.version)
-        self._load(flat if self.device.startswith("cuda") else flat.numpy(), version)
-        return version, time.perf_counter() - t, flat.nbytes
-
     def generate(self, batch: int, weights: Published) -> tuple[dict, list]:
         """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""
-        if weights.collective:
-            self.version, sync_s, sync_bytes = self._fetch_broadcast(weights)
-        else:
-            self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load)
+        take = (lambda w: self.staging.take(w.version)) if weights.collective else None
+        self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load, take)
         t = time.perf_counter()
         rollouts = self.stage.generate(batch)
         dt = time.perf_counter() - t
@@ -156,26 +148,21 @@ class LearnerActor:
         self.stage = stand_in.StandInLearner(self.cfg) if stand_in_stages else LearnerStage(self.cfg, shard=(rank, world))
 
     def rendezvous(self) -> str:
-        """Rank 0: an address on this node, with a free port, for the group's process group."""
-        import socket
-
-        ip = ray.util.get_node_ip_address()
-        with socket.socket() as s:
-            s.bind((ip, 0))
-            return f"tcp://{ip}:{s.getsockname()[1]}"
+        """Rank 0: "host:port" of the run's rendezvous store on this node (started on first use), which
+        the learners' process group and the weight-broadcast groups meet through."""
+        if getattr(self, "store", None) is None:
+            self.store, self.store_socket, self.store_address = host_store()
+        return self.store_address
 
     def join(self, address: str) -> None:
         """Join the learners' process group: NCCL for learners on GPUs, gloo on CPUs."""
         import datetime
-        import os
 
         import torch.distributed as dist
 
-        if address.startswith("tcp://127."):
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a loopback-only instance: keep gloo on lo
         backend = "nccl" if self.cfg.device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend, init_method=address, rank=self.rank, world_size=self.world,
-                                timeout=datetime.timedelta(seconds=LEARNER_TIMEOUT_S))
+        dist.init_process_group(backend, store=dist.PrefixStore("srum-learners/", connect_store(address)), rank=self.rank,
+                                world_size=self.world, timeout=datetime.timedelta(seconds=LEARNER_TIMEOUT_S))
 
     def resume(self) -> dict | None:
         return self.stage.resume(self.dir)
@@ -219,14 +206,9 @@ class LearnerActor:
         if getattr(self, "ring", None) is not None:
             self.ring.close()
 
-    # collective transport (rank 0): the source of every broadcast, host of the groups' rendezvous store
-    def broadcast_address(self) -> str:
-        if getattr(self, "store", None) is None:
-            self.store, self.store_socket, self.store_address = host_store()
-        return self.store_address
-
+    # collective transport (rank 0): the source of every broadcast
     def join_broadcast(self, epoch: int, world: int, backend: str) -> None:
-        self.group, self.backend = BroadcastGroup(self.broadcast_address(), epoch, 0, world, backend), backend
+        self.group, self.backend = BroadcastGroup(self.rendezvous(), epoch, 0, world, backend), backend
 
     def broadcast_weights(self) -> int:
         t = self.stage.weights_tensor()  # the live buffer: on a GPU learner, NCCL sends it from the device
