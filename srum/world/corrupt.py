@@ -3,7 +3,7 @@
 Two families, both made from renders only (never from a model's generations):
 - text-side: a prompt perturbed by one detail (colour, shape, count, relation, or another prompt);
 - image-side: corruptions of a render (a broken, smeared, dimmed, recoloured or misshapen object,
-  a stray blob, blur and noise over the whole image).
+  a stray blob, an elastic warp, blur and noise over the whole image).
 A corrupted image is labelled by the world's own rules (`passes`), so a mild corruption that still
 meets the prompt is a positive: the model learns where the boundary lies, not that "noisy = wrong".
 """
@@ -181,9 +181,28 @@ def wobble(img: np.ndarray, rng: random.Random) -> np.ndarray:
     return out
 
 
+def warp(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Move every pixel along a smooth random displacement field (elastic deformation): lumpy, stretched,
+    pinched or split objects — the blobs an undertrained generator draws, much more than pixel-level
+    wobble. Nearest-pixel sampling keeps the palette. Mild warps still meet the prompt (positives); the
+    judge scored such warped renders about as well as it scores its own generator's images (balanced
+    accuracy 0.69 against 0.73), which is what makes them the right hard examples."""
+    r = np.random.default_rng(rng.getrandbits(32))
+    amp, smooth = rng.uniform(0.5, 3.0), rng.uniform(1.2, 3.5)  # pixels of displacement, its correlation length
+    field = [ndimage.gaussian_filter(r.normal(0, 1, (CANVAS, CANVAS)), smooth) for _ in range(2)]
+    dy, dx = (f * (amp / (f.std() + 1e-8)) for f in field)
+    yy, xx = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float64)
+    return np.stack([ndimage.map_coordinates(img[..., c], [yy + dy, xx + dx], order=0, mode="constant")
+                     for c in range(img.shape[-1])], -1)
+
+
 def global_noise(img: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Wobbly outlines, blur and pixel noise over the whole image, like an imperfect generator's output."""
-    if rng.random() < 0.5:
+    """Elastic warps or wobbly outlines, blur and pixel noise over the whole image, like an imperfect
+    generator's output."""
+    kind = rng.random()
+    if kind < 0.35:
+        img = warp(img, rng)
+    elif kind < 0.7:
         img = wobble(img, rng)
     x = img.astype(np.float32)
     if rng.random() < 0.4:
