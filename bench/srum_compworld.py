@@ -14,6 +14,7 @@ improve; its results go to docs/results/srum_compworld_<categories>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine, EVAL_SAMPLING
 from srum.evaluate import run_eval
-from srum.models import load_model
+from srum.models import BUILTIN_DIR, load_model
 from srum.io import write_jsonl
 from srum.stages import latest_checkpoint
 from srum.world import CATEGORIES, heldout_set, training_spec
@@ -68,6 +69,9 @@ def main() -> None:
         extra = [f"rollout.prompts={category_prompts(cats, cfg.seed, args.out / 'train_prompts.jsonl')}", "eval.at_end=false"]
         stem += "_" + "_".join(cats)
     old = json.loads((RESULTS / f"{stem}.json").read_text()) if (RESULTS / f"{stem}.json").exists() else {}
+    weights = model_sha256(cfg.model)
+    if old.get("model_sha256") != weights:  # rows of another checkpoint: never one table with this base
+        old = {}
     judge = load_model(cfg.model)
     base_report = run_eval(load_model(cfg.model), specs, k, args.out / "base", e.seed,
                            EVAL_SAMPLING, save_images=False, judge_model=judge)
@@ -84,12 +88,19 @@ def main() -> None:
                       "overrides": VARIANTS[name]}
         print(json.dumps({name: rows[name]}), flush=True)
     merged = {**old.get("rows", {}), **rows}
-    out = {"command": "python bench/srum_compworld.py " + " ".join(sys.argv[1:]), "config": str(args.config), "budget_min": args.budget_min, "eval_prompts": len(specs), "categories": args.categories,
+    out = {"command": "python bench/srum_compworld.py " + " ".join(sys.argv[1:]), "config": str(args.config),
+           "model": cfg.model, "model_sha256": weights, "budget_min": args.budget_min, "eval_prompts": len(specs), "categories": args.categories,
            "images_per_prompt": k, "machine": "2 CPU cores", "rows": merged}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(out))
     print(json.dumps(out, indent=2))
+
+
+def model_sha256(model: str) -> str:
+    """Which weights the rows were measured from (the first 12 hex digits of model.safetensors' SHA-256)."""
+    directory = BUILTIN_DIR if model == "builtin" else Path(model)
+    return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def category_prompts(cats: list[str], seed: int, path: Path, n: int = 3000) -> Path:
