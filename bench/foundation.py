@@ -17,13 +17,12 @@ import json
 import random
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from srum.evaluate import bench_score, generate_images
-from srum.models import BUILTIN_DIR, SampleOptions, load_model
+from srum.models import SampleOptions, load_model, model_dir
 from srum.world import COLORS, heldout_set, parse, passes, render, sample_prompt
 
 
@@ -82,8 +81,7 @@ def main() -> None:
     p_yes = model.judge_yes_prob(images, [model.question(s.prompt) for s in flat])
     understanding = balanced_accuracy(p_yes > 0.5, truth)
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
-    model_dir = BUILTIN_DIR if args.model == "builtin" else Path(args.model)
-    stats = model_dir / "pretrain_stats.json"
+    stats = model_dir(args.model) / "pretrain_stats.json"
     print(json.dumps({
         "model": args.model,
         "images": len(flat), "prompts": len(specs), "images_per_prompt": args.images_per_prompt,

@@ -22,7 +22,7 @@ from pathlib import Path
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine, EVAL_SAMPLING
 from srum.evaluate import run_eval
-from srum.models import BUILTIN_DIR, load_model
+from srum.models import load_model, model_dir
 from srum.io import write_jsonl
 from srum.stages import latest_checkpoint
 from srum.world import CATEGORIES, heldout_set, training_spec
@@ -99,8 +99,7 @@ def main() -> None:
 
 def model_sha256(model: str) -> str:
     """Which weights the rows were measured from (the first 12 hex digits of model.safetensors' SHA-256)."""
-    directory = BUILTIN_DIR if model == "builtin" else Path(model)
-    return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return hashlib.sha256((model_dir(model) / "model.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def category_prompts(cats: list[str], seed: int, path: Path, n: int = 3000) -> Path:

@@ -32,10 +32,15 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def model_dir(name: str | Path = "builtin") -> Path:
+    """The directory a model name stands for: 'builtin' is the checkpoint shipped in the package."""
+    return BUILTIN_DIR if str(name) == "builtin" else Path(name)
+
+
 def load_model(name: str | Path = "builtin", device: str = "cpu"):
     """'builtin' (the checkpoint shipped in the package) or a local model directory. Never a hub.
     `device`: cpu, cuda[:i] or auto (see resolve_device)."""
-    d = BUILTIN_DIR if str(name) == "builtin" else Path(name)
+    d = model_dir(name)
     if not (d / "config.json").exists():
         what = "the shipped built-in checkpoint is missing from the package" if str(name) == "builtin" else "not a model directory"
         raise FileNotFoundError(f"{d}: {what} (expected config.json, model.safetensors, tokenizer.json)")
@@ -45,4 +50,4 @@ def load_model(name: str | Path = "builtin", device: str = "cpu"):
     return BACKENDS[kind].load(d).to(resolve_device(device))
 
 
-__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model", "resolve_device"]
+__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model", "model_dir", "resolve_device"]

@@ -251,14 +251,24 @@ def pretrain_stats(run: Path) -> dict:
              "generation_samples": step * cfg["gen_batch"],
              "understanding_samples": -(-step // cfg.get("und_every", 1)) * cfg["und_batch"],
              "threads": cfg["threads"], "machine": "2 CPU cores (the CI machine type)"}
-    if cfg.get("init_from") and (Path(cfg["init_from"]) / "state").exists():
-        before = pretrain_stats(Path(cfg["init_from"]))
+    before = _stats_before(Path(cfg["init_from"])) if cfg.get("init_from") else None
+    if before:
         keys = ("steps", "wall_time_s", "peak_rss_mb")
         stats["stages"] = before.get("stages", [{k: before[k] for k in keys}]) + [{k: stats[k] for k in keys}]
         for k in ("steps", "wall_time_s", "generation_samples", "understanding_samples"):
             stats[k] = round(stats[k] + before[k], 1)
         stats["peak_rss_mb"] = max(stats["peak_rss_mb"], before["peak_rss_mb"])
     return stats
+
+
+def _stats_before(src: Path) -> dict | None:
+    """What the warm-start source had cost: a pretraining run's own record, or the one a model directory
+    (a run's model/, or the shipped checkpoint) carries with it."""
+    if (src / "state").exists():
+        return pretrain_stats(src)
+    if (src / "pretrain_stats.json").exists():
+        return json.loads((src / "pretrain_stats.json").read_text())
+    return None
 
 
 def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float, float]:

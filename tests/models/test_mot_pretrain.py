@@ -27,6 +27,11 @@ def test_data_workers_and_und_every_are_deterministic(tmp_path):
     assert torch.equal(in_process.flat_weights(), workers.flat_weights())
     stats = json.loads((tmp_path / "b" / "model" / "pretrain_stats.json").read_text())
     assert stats["generation_samples"] == 16 and stats["understanding_samples"] == 8
+    # a stage started from a model directory (as from the shipped checkpoint) adds to that model's record
+    cfg = tiny_cfg(2).model_copy(update={"init_from": str(tmp_path / "b" / "model")})
+    pretrain(cfg, tmp_path / "c", log=lambda *_: None)
+    chained = json.loads((tmp_path / "c" / "model" / "pretrain_stats.json").read_text())
+    assert chained["steps"] == 6 and chained["generation_samples"] == 24 and [x["steps"] for x in chained["stages"]] == [4, 2]
 
 
 def test_pretrain_cli_refuses_bad_schedule_and_workers(tmp_path, capsys):
