@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from ..world.spec import BACKGROUND_DISTANCE, COLORS
+
 
 class MotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,6 +31,8 @@ class MotConfig(BaseModel):
     und_text_len: int = 18  # <bos> + question around the prompt + <ans>
     vision_channels: int = 32
     refine_channels: int = 32  # conv refinement of the generated velocity at full resolution; 0 = none
+    vision_palette: bool = False  # understanding also sees each pixel's nearest paint (a fixed colour codebook)
+    vision_blocks: int = 0  # residual 3x3 conv blocks in the vision encoder before patching (wider receptive field)
 
     @property
     def grid(self) -> int:
@@ -103,9 +107,17 @@ class MotNet(nn.Module):
         # Understanding sees clean pixels through its own small encoder (BAGEL: a ViT for understanding,
         # a VAE latent for generation): two 3x3 convs keep the pixel detail that shape judgements need.
         self.vision = nn.Sequential(
-            nn.Conv2d(3, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU(),
+            nn.Conv2d(3 + len(PALETTE) * cfg.vision_palette, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU(),
             nn.Conv2d(c, d, cfg.patch, stride=cfg.patch),
         )
+        # Residual blocks whose last conv starts at zero: added to a trained encoder, they change nothing at first.
+        self.vision_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU())
+            for _ in range(cfg.vision_blocks)
+        )
+        for blk in self.vision_blocks:
+            nn.init.zeros_(blk[2].weight)
+            nn.init.zeros_(blk[2].bias)
         self.und_img_pos = nn.Parameter(torch.zeros(n_img, d))
         self.gen_in = nn.Linear(cfg.patch_dim, d)
         self.gen_img_pos = nn.Parameter(torch.zeros(n_img, d))
@@ -154,7 +166,7 @@ class MotNet(nn.Module):
     def understand(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
         """images: (B, 3, H, W) in [-1, 1]; text_ids: (B, Lt) -> LM logits at every text position (B, Lt, V).
         Image tokens see the image; text is causal over image + earlier text, like a VLM's decoder."""
-        img = self.vision(images).flatten(2).transpose(1, 2) + self.und_img_pos
+        img = self._see(images).flatten(2).transpose(1, 2) + self.und_img_pos
         x = torch.cat([img, self._text(text_ids)], 1)
         key_pad = torch.cat([torch.zeros(img.shape[:2], dtype=torch.bool, device=img.device), text_ids == pad_id], 1)
         mask = block_mask([0] * img.shape[1] + list(range(1, text_ids.shape[1] + 1)), key_pad)
@@ -162,11 +174,35 @@ class MotNet(nn.Module):
             (x,) = layer([(x, layer.und)], mask)
         return self.lm_head(self.und_norm(x[:, img.shape[1] :]))
 
+    def _see(self, images: torch.Tensor) -> torch.Tensor:
+        """The understanding expert's vision encoder: (B, 3, H, W) in [-1, 1] -> (B, d, grid, grid)."""
+        x = torch.cat([images, palette_onehot(images)], 1) if self.cfg.vision_palette else images
+        x = self.vision[:4](x)
+        for blk in self.vision_blocks:
+            x = x + blk(x)
+        return self.vision[4](x)
+
     def answer_logits(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
         """LM logits at the <ans> token (the last non-pad one): (B, V)."""
         logits = self.understand(images, text_ids, pad_id)
         last = (text_ids != pad_id).sum(1) - 1
         return logits[torch.arange(logits.shape[0], device=logits.device), last]
+
+
+# The world's paints and its background: a fixed codebook, like the image tokenizer a VLM ships with. It
+# tells the encoder which paint each pixel is nearest to (and "none" past the world's distance cut-off);
+# the encoder still has to learn objects, sizes, shapes and relations from renders.
+PALETTE = torch.tensor([(0, 0, 0), *COLORS.values()], dtype=torch.float32)
+
+
+def palette_onehot(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, len(PALETTE), H, W) one-hot of the nearest paint (all zero: none)."""
+    rgb = (images.detach().float() + 1) * 127.5
+    dist = torch.cdist(rgb.permute(0, 2, 3, 1).reshape(-1, 3), PALETTE.to(rgb.device))
+    near, idx = dist.min(-1)
+    onehot = F.one_hot(idx, len(PALETTE)).float() * (near <= BACKGROUND_DISTANCE)[:, None]
+    B, _, H, W = images.shape
+    return onehot.view(B, H, W, -1).permute(0, 3, 1, 2).to(images.dtype)
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:

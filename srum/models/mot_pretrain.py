@@ -220,11 +220,27 @@ def _warm_start(model: MotUMM, ema, src: Path, log) -> None:
         weights = load_tensors(src / "model.safetensors")
     else:
         raise FileNotFoundError(f"init_from {src}: neither a pretraining run nor a model directory")
+    own = model.net.state_dict()
+    weights = {k: _widen(v, own[k]) if k in own else v for k, v in weights.items()}
     missing, unexpected = model.net.load_state_dict(weights, strict=False)
     if unexpected:
         raise ValueError(f"init_from {src}: weights the model does not have: {unexpected[:5]}")
     ema.load_state_dict(model.net.state_dict())
     log(f"warm start from {src}; new modules: {sorted({k.split('.')[0] for k in missing})}")
+
+
+def _widen(src: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A trained weight for a layer that now takes more inputs (dim 1: e.g. the vision encoder's new palette
+    channels): the trained part is kept and the new inputs start at zero, so the warm-started model
+    computes exactly what the source did."""
+    if src.shape == like.shape:
+        return src
+    grown = src.dim() == like.dim() >= 2 and src.shape[0] == like.shape[0] and src.shape[2:] == like.shape[2:]
+    if not grown or src.shape[1] > like.shape[1]:
+        raise ValueError(f"init_from: a weight of shape {tuple(src.shape)} does not fit {tuple(like.shape)}")
+    out = torch.zeros_like(like)
+    out[:, : src.shape[1]] = src
+    return out
 
 
 def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:

@@ -10,11 +10,10 @@ from scipy import ndimage
 
 from .prompts import Spec
 from .render import relation_holds
-from .spec import CANVAS, CHECK_REL_GAP, COLORS
+from .spec import BACKGROUND_DISTANCE, CANVAS, CHECK_REL_GAP, COLORS
 
 _NAMES = list(COLORS)  # label k < 6 is a colour; label 6 is black
 _REFS = np.array([COLORS[c] for c in _NAMES] + [(0, 0, 0)], np.float64)
-BACKGROUND_DISTANCE = 80.0
 MIN_PIXELS = 12
 MAX_ASPECT = 1.6
 SQUARE_FILL = 0.88

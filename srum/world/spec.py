@@ -8,6 +8,7 @@ BOX = 10  # side S of every object's square box
 MIN_GAP = 2  # boxes of two objects are at least this far apart
 RENDER_REL_GAP = 4  # a renderer places related centres at least this far apart
 CHECK_REL_GAP = 2  # the oracle accepts a relation at this margin
+BACKGROUND_DISTANCE = 80.0  # a pixel farther than this from every colour (and black) is background
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 30, 30),

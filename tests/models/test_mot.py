@@ -110,3 +110,40 @@ def test_refine_head_starts_as_the_identity_on_the_coarse_velocity():
         refined.gen_out.weight.copy_(plain.gen_out.weight)
     x, t, ids = torch.randn(2, 64, 48), torch.rand(2), torch.ones(2, 12, dtype=torch.long)
     assert torch.equal(plain.velocity(x, t, ids, 0), refined.velocity(x, t, ids, 0))
+
+
+def test_palette_channels_name_the_nearest_paint_or_none():
+    from srum.models.mot_net import palette_onehot
+
+    pixels = np.array([[[230, 30, 30], [0, 0, 0], [120, 120, 120], [200, 60, 60]]], np.uint8)  # red, black, grey, near red
+    onehot = palette_onehot(torch.as_tensor(pixels).permute(2, 0, 1)[None].float() / 127.5 - 1)[0, :, 0]
+    assert onehot[:, 0].tolist() == [0, 1, 0, 0, 0, 0, 0]  # channel 0 is black, 1.. the paints in spec order
+    assert onehot[:, 1].tolist() == [1, 0, 0, 0, 0, 0, 0]
+    assert onehot[:, 2].sum() == 0  # farther than 80 from every reference: background, no channel
+    assert onehot[:, 3].tolist() == [0, 1, 0, 0, 0, 0, 0]
+
+
+def test_a_grown_vision_encoder_warm_starts_to_the_same_judgement(tmp_path):
+    """Palette inputs and residual blocks added to a trained encoder start at zero: same answers as before."""
+    import copy
+
+    from srum.models.mot_pretrain import _warm_start
+
+    torch.manual_seed(0)
+    small = MotUMM(TINY)
+    with torch.no_grad():
+        for p in small.net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)  # no zero-initialised weight left to hide a difference
+    small.save(tmp_path / "small")
+    grown = MotUMM(TINY.model_copy(update={"vision_palette": True, "vision_blocks": 2}))
+    _warm_start(grown, copy.deepcopy(grown.net), tmp_path / "small", log=lambda *_: None)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    questions = [small.question(p) for p in ("a red square", "a blue circle", "two green triangles")]
+    assert torch.allclose(small.answer_logits(images, questions), grown.answer_logits(images, questions), atol=1e-5)
+    with pytest.raises(ValueError, match="does not fit"):
+        _warm_start(small, copy.deepcopy(small.net), _saved(grown, tmp_path), lambda *_: None)
+
+
+def _saved(model, tmp_path):
+    model.save(tmp_path / "grown")
+    return tmp_path / "grown"
