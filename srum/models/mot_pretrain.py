@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..config import DEVICE
 from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
-from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt
+from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt, resize
 from ..world.render import draw
 from ..world.spec import COLORS, SHAPES
 from . import resolve_device
@@ -47,6 +47,7 @@ class PretrainConfig(BaseModel):
     grad_clip: float = 1.0
     cond_drop: float = 0.1
     caption_coef: float = 0.5
+    und_resized: float = Field(0.0, ge=0, le=1)  # share of understanding examples with objects redrawn at other sizes
     ema: float = 0.999
     checkpoint_every: int = 250
     threads: int = 2
@@ -67,10 +68,15 @@ def gen_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str]]:
     return imgs, prompts
 
 
-def und_example(rng: random.Random, spec) -> tuple[np.ndarray, str, bool]:
+def und_example(rng: random.Random, spec, resized: float = 0.0) -> tuple[np.ndarray, str, bool]:
     """One (image, prompt, label) understanding example from a render of `spec`."""
     objs = layout(spec, rng)
     img = draw(objs)
+    if resized and rng.random() < resized:  # shapes at the sizes and aspects a generator draws them
+        for _ in range(rng.choice([1, 1, 2])):
+            img = resize(img, objs, rng)
+        img = global_noise(img, rng)
+        return img, spec.prompt, passes(img, spec)
     r = rng.random()
     if r < 0.40:  # the render itself, under benign noise
         img, text = global_noise(img, rng), spec.prompt
@@ -93,7 +99,8 @@ def und_example(rng: random.Random, spec) -> tuple[np.ndarray, str, bool]:
 
 def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np.ndarray]:
     rng = random.Random(f"und/{cfg.seed}/{step}")
-    ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i)) for i in range(cfg.und_batch)]
+    ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i), cfg.und_resized)
+          for i in range(cfg.und_batch)]
     imgs, texts, labels = zip(*ex)
     return np.stack(imgs), list(texts), np.array(labels, np.float32)
 
