@@ -13,6 +13,7 @@ plus the world checks: every render of 1,000 seeded prompts passes; one swapped 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import random
 import statistics
@@ -23,7 +24,7 @@ import torch
 
 from srum.evaluate import bench_score, generate_images
 from srum.models import SampleOptions, load_model, model_dir
-from srum.world import COLORS, heldout_set, parse, passes, render, sample_prompt
+from srum.world import COLORS, check, failure, heldout_set, parse, passes, render, sample_prompt
 
 
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -77,9 +78,13 @@ def main() -> None:
     model = load_model(args.model)
     specs = heldout_set()
     flat, images = generate_images(model, specs, args.images_per_prompt, args.seed, SampleOptions())
-    truth = np.array([passes(img, s) for s, img in zip(flat, images)])
+    verdicts = [check(img, s) for s, img in zip(flat, images)]
+    truth = np.array([ok for ok, _ in verdicts])
     p_yes = model.judge_yes_prob(images, [model.question(s.prompt) for s in flat])
     understanding = balanced_accuracy(p_yes > 0.5, truth)
+    # Which of the world's rules the judge misses: the oracle's reason for each failing image it accepted.
+    accepted = collections.Counter(failure(s, found, ok) for s, (ok, found), p in zip(flat, verdicts, p_yes) if not ok and p > 0.5)
+    understanding["false_positives_by_failure"] = dict(accepted.most_common())
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
     stats = model_dir(args.model) / "pretrain_stats.json"
     print(json.dumps({

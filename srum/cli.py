@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import random
 import sys
@@ -120,16 +121,18 @@ def cmd_world_render(args) -> int:
 
 def cmd_world_check(args) -> int:
     from .evaluate import bench_score
-    from .world import check
+    from .world import check, failure
     from .world.files import read_manifest, read_png
 
     rows = []
     for f, spec, row in read_manifest(args.manifest):
         ok, found = check(read_png(f), spec)
         rows.append({"file": row["file"], "prompt": spec.prompt, "category": spec.category, "passed": ok,
-                     "detected": [f"{d.color} {d.shape}" for d in found]})
+                     "failure": failure(spec, found, ok), "detected": [f"{d.color} {d.shape}" for d in found]})
         print(json.dumps(rows[-1]))
-    summary = {"images": len(rows), "passed": sum(r["passed"] for r in rows), **bench_score(rows)}
+    failures = collections.Counter(r["failure"] for r in rows if r["failure"])
+    summary = {"images": len(rows), "passed": sum(r["passed"] for r in rows), **bench_score(rows),
+               "failures": dict(failures.most_common())}
     print(json.dumps({"summary": summary}))
     return 0
 

@@ -31,7 +31,7 @@ def test_world_render_and_check(tmp_path, capsys):
     capsys.readouterr()
     assert main(["world", "check", "--manifest", str(tmp_path / "r" / "manifest.jsonl")]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert all(o["passed"] for o in out[:3]) and out[3]["summary"]["passed"] == 3
+    assert all(o["passed"] and o["failure"] is None for o in out[:3]) and out[3]["summary"]["passed"] == 3
 
 
 def test_world_check_fails_a_swapped_colour(tmp_path, capsys):
@@ -41,7 +41,9 @@ def test_world_check_fails_a_swapped_colour(tmp_path, capsys):
     m.write_text(m.read_text().replace("a red square", "a blue square"))
     capsys.readouterr()
     main(["world", "check", "--manifest", str(m)])
-    assert json.loads(capsys.readouterr().out.splitlines()[0])["passed"] is False
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0]["passed"] is False and out[0]["failure"] == "wrong shape or colour"
+    assert out[1]["summary"]["failures"] == {"wrong shape or colour": 1}
 
 
 def test_render_rejects_a_bad_line_by_number(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from dataclasses import dataclass
 
@@ -90,6 +91,21 @@ def check(image: np.ndarray, spec: Spec) -> tuple[bool, list[Detected]]:
         ):
             return True, found
     return False, found
+
+
+def failure(spec: Spec, found: list[Detected], passed: bool) -> str | None:
+    """Why an image fails its prompt, in one phrase (None when it passes): the first that applies of an
+    unknown shape, objects both missing and extra (a wrong shape or colour), an extra object, a missing
+    object, or a relation that does not hold."""
+    if passed:
+        return None
+    if any(d.shape == "unknown" for d in found):
+        return "unknown shape"
+    want, got = collections.Counter(spec.objects), collections.Counter((d.color, d.shape) for d in found)
+    extra, missing = got - want, want - got
+    if extra and missing:
+        return "wrong shape or colour"
+    return "extra object" if extra else "missing object" if missing else "relation"
 
 
 def _check_image(image: np.ndarray) -> None:

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from srum.world import COLORS, check, detect, parse, passes, render, sample_prompt
+from srum.world import COLORS, check, detect, failure, parse, passes, render, sample_prompt
 from srum.world.spec import SHAPE_MASKS
 
 RED = np.array(COLORS["red"])
@@ -163,3 +163,17 @@ def test_every_prompt_of_the_grammar_renders_and_passes():
     rng = random.Random(5)
     bad = [p for c in CATEGORIES for p in enumerate_prompts(c) if not passes(render(parse(p), rng), parse(p))]
     assert bad == []
+
+
+def test_failure_names_the_first_rule_broken():
+    def why(img, prompt):
+        spec = parse(prompt)
+        return failure(spec, *reversed(check(img, spec)))
+
+    pair = two_objects(0, 20)
+    assert why(pair, "a red square and a blue square") is None
+    assert why(pair, "a red square") == "extra object"
+    assert why(put(canvas(), 0, 0, rect(10, 10)), "a red square and a blue square") == "missing object"
+    assert why(pair, "a red circle and a blue square") == "wrong shape or colour"
+    assert why(put(pair.copy(), 0, 20, rect(10, 5), "green"), "a red square and a blue square") == "unknown shape"
+    assert why(pair, "a red square to the right of a blue square") == "relation"
