@@ -54,6 +54,7 @@ class PretrainConfig(BaseModel):
     device: str = Field("cpu", pattern=DEVICE)  # cpu, cuda[:i] or auto; the data is made on CPU workers either way
     workers: int = Field(0, ge=0)  # data-loading processes (0: in the training process); a GPU host needs ~1 per core
     time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
+    stop_at: int = Field(0, ge=0)  # stop (and save) at this step, the schedule still that of `steps`; 0 = at `steps`
     init_from: str | None = None  # warm start from a model directory (new modules keep their init)
 
 
@@ -206,11 +207,11 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             bar.set_postfix(flow=rec["flow"], yesno=rec["yesno"], acc=rec["yesno_acc"])
-        over_budget = cfg.time_budget_min and time.time() - t_start > 60 * cfg.time_budget_min
+        over_budget = (cfg.time_budget_min and time.time() - t_start > 60 * cfg.time_budget_min) or step == cfg.stop_at
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or over_budget:
             _save(out, step, time.time() - t_start, max(peak, peak_rss_mb()), model, ema, opt, cfg)
         if over_budget:
-            log(f"time budget of {cfg.time_budget_min} min reached at step {step}")
+            log(f"stopped at step {step} (stop_at {cfg.stop_at}, time budget {cfg.time_budget_min} min)")
             break
     bar.close()
     final = MotUMM(cfg.model, model.tok, ema)

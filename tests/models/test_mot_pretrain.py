@@ -16,6 +16,10 @@ def test_resumed_pretraining_matches_uninterrupted(tmp_path):
     pretrain(tiny_cfg(2), tmp_path / "b", log=lambda *_: None)
     resumed = pretrain(tiny_cfg(4), tmp_path / "b", log=lambda *_: None)  # picks up at step 2
     assert torch.equal(straight.flat_weights(), resumed.flat_weights())
+    # stopped early on the same schedule (stop_at), then let run on: the same weights again
+    pretrain(tiny_cfg(4).model_copy(update={"stop_at": 3}), tmp_path / "c", log=lambda *_: None)
+    assert json.loads((tmp_path / "c" / "model" / "pretrain_stats.json").read_text())["steps"] == 3
+    assert torch.equal(straight.flat_weights(), pretrain(tiny_cfg(4), tmp_path / "c", log=lambda *_: None).flat_weights())
     assert (tmp_path / "a" / "model" / "model.safetensors").exists()
     assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 0  # logs every 25 steps
 
