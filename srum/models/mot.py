@@ -167,6 +167,14 @@ class MotUMM:
         gen = ("gen_in.", "gen_img_pos", "time_mlp.", "gen_norm.", "gen_out.", "gen_feat.", "gen_refine.")
         return [n for n, _ in self.net.named_parameters() if n.startswith(gen) or ".gen." in n]
 
+    def take_generation_expert(self, donor: "MotUMM") -> None:
+        """Replace this model's generation-only weights with `donor`'s. Understanding reads none of them, so
+        the judge stays exactly this model's; used to ship an understanding stage whose generation side
+        got worse with the earlier stage's generator (the text they share runs through the understanding
+        expert, so the bench decides whether the pair works)."""
+        own, theirs = self.net.state_dict(), donor.net.state_dict()
+        self.net.load_state_dict(own | {k: theirs[k] for k in self.generation_parameters()})
+
     # ---- weights ----
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.net.state_dict()

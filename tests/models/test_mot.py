@@ -147,3 +147,16 @@ def test_a_grown_vision_encoder_warm_starts_to_the_same_judgement(tmp_path):
 def _saved(model, tmp_path):
     model.save(tmp_path / "grown")
     return tmp_path / "grown"
+
+
+def test_taking_another_generation_expert_keeps_the_judge_exactly():
+    torch.manual_seed(0)
+    judge, donor = MotUMM(TINY), MotUMM(TINY)
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    questions = [judge.question(p) for p in PROMPTS]
+    before = judge.answer_logits(images, questions)
+    judge.take_generation_expert(donor)
+    assert torch.equal(before, judge.answer_logits(images, questions))
+    mine, theirs = judge.net.state_dict(), donor.net.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in judge.generation_parameters())
+    assert not torch.equal(mine["tok_emb.weight"], theirs["tok_emb.weight"])  # the shared text side stays the judge's
