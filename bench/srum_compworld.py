@@ -14,7 +14,6 @@ improve; its results go to docs/results/srum_compworld_<categories>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine, EVAL_SAMPLING
 from srum.evaluate import run_eval
-from srum.models import load_model, model_dir
+from srum.models import load_model, weights_sha256
 from srum.io import write_jsonl
 from srum.stages import latest_checkpoint
 from srum.world import CATEGORIES, heldout_set, training_spec
@@ -99,7 +98,7 @@ def main() -> None:
 
 def model_sha256(model: str) -> str:
     """Which weights the rows were measured from (the first 12 hex digits of model.safetensors' SHA-256)."""
-    return hashlib.sha256((model_dir(model) / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return weights_sha256(model)[:12]
 
 
 def category_prompts(cats: list[str], seed: int, path: Path, n: int = 3000) -> Path:

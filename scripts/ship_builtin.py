@@ -8,12 +8,11 @@ pretrain_stats.json from the run's saved state, summed over every stage it warm-
 """
 
 import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-from srum.models import BUILTIN_DIR, load_model
+from srum.models import BUILTIN_DIR, load_model, weights_sha256
 from srum.models.mot_pretrain import pretrain_stats
 
 
@@ -25,8 +24,7 @@ def main(run: Path, generation_from: Path | None = None) -> None:
     BUILTIN_DIR.mkdir(parents=True, exist_ok=True)
     if generation_from:
         model.take_generation_expert(load_model(generation_from))
-        weights = (Path(generation_from) / "model.safetensors").read_bytes()
-        stats["generation_expert_from"] = {"model": str(generation_from), "sha256": hashlib.sha256(weights).hexdigest()}
+        stats["generation_expert_from"] = {"model": str(generation_from), "sha256": weights_sha256(generation_from)}
         model.save(BUILTIN_DIR)
     else:
         for f in ("config.json", "model.safetensors", "tokenizer.json"):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def model_dir(name: str | Path = "builtin") -> Path:
     return BUILTIN_DIR if str(name) == "builtin" else Path(name)
 
 
+def weights_sha256(name: str | Path = "builtin") -> str:
+    """Which weights a model name holds: the SHA-256 of its model.safetensors."""
+    return hashlib.sha256((model_dir(name) / "model.safetensors").read_bytes()).hexdigest()
+
+
 def load_model(name: str | Path = "builtin", device: str = "cpu"):
     """'builtin' (the checkpoint shipped in the package) or a local model directory. Never a hub.
     `device`: cpu, cuda[:i] or auto (see resolve_device)."""
@@ -50,4 +56,4 @@ def load_model(name: str | Path = "builtin", device: str = "cpu"):
     return BACKENDS[kind].load(d).to(resolve_device(device))
 
 
-__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model", "model_dir", "resolve_device"]
+__all__ = ["BUILTIN_DIR", "MotUMM", "SampleOptions", "load_model", "model_dir", "resolve_device", "weights_sha256"]

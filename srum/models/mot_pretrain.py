@@ -207,10 +207,10 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             bar.set_postfix(flow=rec["flow"], yesno=rec["yesno"], acc=rec["yesno_acc"])
-        over_budget = (cfg.time_budget_min and time.time() - t_start > 60 * cfg.time_budget_min) or step == cfg.stop_at
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or over_budget:
+        stop_now = (cfg.time_budget_min and time.time() - t_start > 60 * cfg.time_budget_min) or step == cfg.stop_at
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_now:
             _save(out, step, time.time() - t_start, max(peak, peak_rss_mb()), model, ema, opt, cfg)
-        if over_budget:
+        if stop_now:
             log(f"stopped at step {step} (stop_at {cfg.stop_at}, time budget {cfg.time_budget_min} min)")
             break
     bar.close()

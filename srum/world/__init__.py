@@ -8,6 +8,6 @@ from .spec import CANVAS, CATEGORIES, COLORS, SHAPES, WORLD_VERSION
 
 __all__ = [
     "CANVAS", "CATEGORIES", "COLORS", "SHAPES", "WORLD_VERSION", "Detected", "Placed", "PromptError",
-    "Spec", "check", "detect", "draw", "failure", "enumerate_prompts", "heldout_set", "layout", "parse", "passes",
+    "Spec", "check", "detect", "draw", "enumerate_prompts", "failure", "heldout_set", "layout", "parse", "passes",
     "render", "sample_prompt", "training_spec", "training_stream",
 ]

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from .prompts import PromptError, Spec, parse, sample_prompt
 from .render import Placed
-from .spec import BOX, CANVAS, COLORS, NUMBERS, RELATIONS, SHAPES
+from .spec import BOX, CANVAS, COLORS, NUMBERS, RELATIONS, SHAPES, shape_mask
 
 _NUM_WORD = {v: k for k, v in NUMBERS.items()}
 _COLOR_LIST = list(COLORS)
@@ -112,16 +112,6 @@ def misshape(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndar
     return img
 
 
-def box_mask(shape: str, w: int, h: int) -> np.ndarray:
-    """A shape drawn by the world's definitions stretched to a w x h box (pixel centres at +0.5)."""
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    if shape == "square":
-        return np.ones((h, w), bool)
-    if shape == "circle":
-        return ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2 <= 1.0
-    return yy / h >= np.abs(2 * xx / w - 1)  # triangle, apex up
-
-
 def resize(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
     """Redraw one object (usually as its own shape) at another size and aspect about its centre. The world's
     shapes are told apart by fill and aspect, not size: a small or stretched circle is still a circle when
@@ -135,7 +125,7 @@ def resize(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarra
     x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
     mask = np.zeros((CANVAS, CANVAS), bool)
     ys, xs = slice(max(y0, 0), min(y0 + h, CANVAS)), slice(max(x0, 0), min(x0 + w, CANVAS))
-    mask[ys, xs] = box_mask(shape, w, h)[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    mask[ys, xs] = shape_mask(shape, w, h)[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     img[mask] = COLORS[o.color]
     return img
 

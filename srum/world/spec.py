@@ -24,21 +24,19 @@ RELATIONS = ("to the left of", "to the right of", "above", "below")
 CATEGORIES = ("single", "color", "shape", "spatial", "numeracy", "complex")
 
 
-def _shape_mask(shape: str) -> np.ndarray:
-    """Boolean S x S mask, pixel centres at (i + 0.5, j + 0.5) in box coordinates."""
-    s = BOX
-    c = np.arange(s) + 0.5
-    x, y = np.meshgrid(c, c)  # x: column, y: row
+def shape_mask(shape: str, w: int = BOX, h: int = BOX) -> np.ndarray:
+    """Boolean h x w mask, pixel centres at (i + 0.5, j + 0.5) in box coordinates. w = h = S is the
+    world's shape; other sizes stretch the same definition (corrupted renders use them)."""
+    x, y = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)  # x: column, y: row
     if shape == "square":
-        return np.ones((s, s), bool)
+        return np.ones((h, w), bool)
     if shape == "circle":
-        return (x - s / 2) ** 2 + (y - s / 2) ** 2 <= (s / 2) ** 2
+        return ((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2 <= 1.0
     if shape == "triangle":
-        # Apex (S/2, 0), base corners (0, S) and (S, S): inside both slanted edges, above the base.
-        left = y >= 2 * (s / 2 - x)  # right of the edge apex -> (0, S)
-        right = y >= 2 * (x - s / 2)  # left of the edge apex -> (S, S)
-        return left & right & (y <= s)
+        # Apex (w/2, 0), base corners (0, h) and (w, h): inside both slanted edges (a pixel centre is
+        # always above the base).
+        return y / h >= np.abs(2 * x / w - 1)
     raise ValueError(f"unknown shape {shape!r}")
 
 
-SHAPE_MASKS = {s: _shape_mask(s) for s in SHAPES}
+SHAPE_MASKS = {s: shape_mask(s) for s in SHAPES}

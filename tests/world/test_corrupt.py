@@ -2,10 +2,10 @@ import random
 
 import numpy as np
 
-from srum.world import layout, parse, passes
-from srum.world.corrupt import box_mask, global_noise, resize, warp
+from srum.world import SHAPES, detect, layout, parse, passes
+from srum.world.corrupt import global_noise, resize, warp
 from srum.world.render import draw
-from srum.world.spec import COLORS, SHAPE_MASKS, SHAPES
+from srum.world.spec import COLORS, SHAPE_MASKS, shape_mask
 
 
 def _render(prompt: str, seed: int = 0) -> np.ndarray:
@@ -33,9 +33,15 @@ def test_global_noise_is_a_pure_function_of_the_rng():
     assert np.array_equal(global_noise(img, random.Random(9)), global_noise(img, random.Random(9)))
 
 
-def test_box_mask_at_the_world_size_is_the_world_shape():
+def test_shape_masks_are_the_world_shapes_and_stretch_by_fill():
+    """At S = 10 px the masks are the world's (100 / 80 / 50 pixels); stretched, the oracle still
+    tells them apart by fill, and past an aspect of 1.6 they are unknown."""
+    assert {s: int(m.sum()) for s, m in SHAPE_MASKS.items()} == {"square": 100, "circle": 80, "triangle": 50}
     for shape in SHAPES:
-        assert np.array_equal(box_mask(shape, 10, 10), SHAPE_MASKS[shape])
+        for w, h, seen in ((8, 6, shape), (12, 9, shape), (14, 6, "unknown")):
+            img = np.zeros((32, 32, 3), np.uint8)
+            img[2 : 2 + h, 2 : 2 + w][shape_mask(shape, w, h)] = COLORS["red"]
+            assert [d.shape for d in detect(img)] == [seen], (shape, w, h)
 
 
 def test_resized_objects_are_labelled_by_fill_not_size():
