@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from ..config import DEVICE
@@ -38,7 +38,7 @@ class PretrainConfig(BaseModel):
     model: MotConfig = MotConfig()
     seed: int = 0
     steps: int = 6000
-    gen_batch: int = 64
+    gen_batch: int = Field(64, ge=0)  # 0: understanding only; the generation expert's weights stay exactly as they start
     und_batch: int = 64
     und_every: int = Field(1, ge=1)  # an understanding batch every k steps: spend a stage's compute on the weaker side
     lr: float = 1e-3
@@ -57,11 +57,19 @@ class PretrainConfig(BaseModel):
     stop_at: int = Field(0, ge=0)  # stop (and save) at this step, the schedule still that of `steps`; 0 = at `steps`
     init_from: str | None = None  # warm start from a model directory (new modules keep their init)
 
+    @model_validator(mode="after")
+    def _every_step_trains(self):
+        if self.gen_batch == 0 and self.und_every != 1:
+            raise ValueError(f"gen_batch 0 with und_every {self.und_every}: steps without an understanding batch would train nothing")
+        return self
+
 
 # ---- data: each batch a pure function of (seed, step) ----
 
 
-def gen_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str]]:
+def gen_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str]] | None:
+    if cfg.gen_batch == 0:
+        return None
     rng = random.Random(f"gen/{cfg.seed}/{step}")
     specs = [training_spec(cfg.seed, step * cfg.gen_batch + i) for i in range(cfg.gen_batch)]
     imgs = np.stack([draw(layout(s, rng)) for s in specs])
@@ -178,7 +186,9 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     torch.manual_seed(cfg.seed)
     model = MotUMM(cfg.model).to(resolve_device(cfg.device))
     ema = copy.deepcopy(model.net).requires_grad_(False)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = set(model.generation_parameters()) if cfg.gen_batch == 0 else set()
+    trained = [p for n, p in model.net.named_parameters() if n not in frozen]
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.init_from and not (out / "state").exists():
         _warm_start(model, ema, Path(cfg.init_from), log)
     step, elapsed, peak = _resume(out / "state", model, ema, opt)
@@ -189,16 +199,16 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        l_gen = flow_loss(model, *gen_data, g)
+        l_gen = flow_loss(model, *gen_data, g) if cfg.gen_batch else torch.zeros(())
         loss = l_gen
         if und_data is not None:  # logged below: the newest understanding figures
             l_und, l_cap, acc = understanding_loss(model, *und_data)
             loss = loss + l_und + cfg.caption_coef * l_cap
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
-        _ema_update(ema, model.net, cfg.ema if step > cfg.warmup else 0.0)
+        _ema_update(ema, model.net, cfg.ema if step > cfg.warmup else 0.0, skip=frozen)
         step += 1
         bar.update(1)
         if step % 25 == 0:
@@ -251,10 +261,12 @@ def _widen(src: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float, skip: set[str] = frozenset()) -> None:
+    """`skip`: frozen weights, left untouched (x * d + x * (1 - d) is not always x in float32)."""
     with torch.no_grad():
-        for e, p in zip(ema.state_dict().values(), net.state_dict().values()):
-            e.mul_(decay).add_(p, alpha=1 - decay)
+        for (name, e), p in zip(ema.state_dict().items(), net.state_dict().values()):
+            if name not in skip:
+                e.mul_(decay).add_(p, alpha=1 - decay)
 
 
 def _save(out: Path, step: int, elapsed: float, peak_mb: float, model: MotUMM, ema, opt, cfg: PretrainConfig) -> None:

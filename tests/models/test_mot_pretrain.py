@@ -38,12 +38,26 @@ def test_data_workers_and_und_every_are_deterministic(tmp_path):
     assert chained["steps"] == 6 and chained["generation_samples"] == 24 and [x["steps"] for x in chained["stages"]] == [4, 2]
 
 
+def test_understanding_only_stage_keeps_the_generation_expert_bit_identical(tmp_path):
+    start = pretrain(tiny_cfg(2), tmp_path / "a", log=lambda *_: None)
+    cfg = tiny_cfg(3).model_copy(update={"gen_batch": 0, "warmup": 0, "init_from": str(tmp_path / "a" / "model")})
+    after = pretrain(cfg, tmp_path / "b", log=lambda *_: None)
+    before, now = start.state_dict(), after.state_dict()
+    gen = set(start.generation_parameters())
+    assert gen and all(torch.equal(before[k], now[k]) for k in gen)
+    assert any(not torch.equal(before[k], now[k]) for k in before if k not in gen)  # the judge did train
+    stats = json.loads((tmp_path / "b" / "model" / "pretrain_stats.json").read_text())
+    assert stats["generation_samples"] == 8 and stats["understanding_samples"] == 20  # 2 x 4 from stage a, then 3 x 4 more
+
+
 def test_pretrain_cli_refuses_bad_schedule_and_workers(tmp_path, capsys):
     from srum.cli import main
 
-    for key, value in (("und_every", 0), ("workers", -1), ("device", "gpu")):
+    for key, value in (("und_every", 0), ("workers", -1), ("device", "gpu"), ("gen_batch", -1)):
         assert main(["pretrain", "--set", f"{key}={value}", "--out", str(tmp_path / "p")]) == 2
         assert f"--set {key}={value}: {key}:" in capsys.readouterr().err
+    assert main(["pretrain", "--set", "gen_batch=0", "--set", "und_every=2", "--out", str(tmp_path / "p")]) == 2
+    assert "gen_batch 0 with und_every 2" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
 
 
