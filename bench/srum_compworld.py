@@ -37,6 +37,7 @@ VARIANTS = {
     "rollout_20_steps": ["rollout.sampling.steps=20"],  # roll out with the evaluation's sampler
 }
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+HAND_WRITTEN = "\n## What each row shows"  # a section written by hand under the table, kept while its rows are
 
 
 def summarise(report: dict, base: float | None = None) -> dict:
@@ -92,7 +93,9 @@ def main() -> None:
            "images_per_prompt": k, "machine": "2 CPU cores", "rows": merged}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(out))
+    md = RESULTS / f"{stem}.md"
+    notes = md.read_text().partition(HAND_WRITTEN)[2] if old and md.exists() else ""  # a reader's notes on these rows
+    md.write_text(markdown(out) + (HAND_WRITTEN + notes if notes else ""))
     print(json.dumps(out, indent=2))
 
 
