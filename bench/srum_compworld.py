@@ -37,7 +37,7 @@ VARIANTS = {
     "rollout_20_steps": ["rollout.sampling.steps=20"],  # roll out with the evaluation's sampler
 }
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-HAND_WRITTEN = "\n## What each row shows"  # a section written by hand under the table, kept while its rows are
+HAND_WRITTEN = "\n## What each row shows"  # written by hand under the table; kept while the rows are the same weights'
 
 
 def summarise(report: dict, base: float | None = None) -> dict:

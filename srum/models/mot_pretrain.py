@@ -199,8 +199,8 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        l_gen = flow_loss(model, *gen_data, g) if cfg.gen_batch else torch.zeros(())
-        loss = l_gen
+        l_gen = flow_loss(model, *gen_data, g) if gen_data is not None else None  # None: an understanding-only stage
+        loss = l_gen if l_gen is not None else 0.0
         if und_data is not None:  # logged below: the newest understanding figures
             l_und, l_cap, acc = understanding_loss(model, *und_data)
             loss = loss + l_und + cfg.caption_coef * l_cap
@@ -212,7 +212,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
         step += 1
         bar.update(1)
         if step % 25 == 0:
-            rec = {"step": step, "flow": round(l_gen.item(), 5), "yesno": round(l_und.item(), 5), "caption": round(l_cap.item(), 4),
+            rec = {"step": step, "flow": None if l_gen is None else round(l_gen.item(), 5), "yesno": round(l_und.item(), 5), "caption": round(l_cap.item(), 4),
                    "yesno_acc": round(acc.item(), 4), "lr": lr_at(cfg, step), "elapsed_s": round(time.time() - t_start, 1)}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
