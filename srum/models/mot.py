@@ -117,14 +117,16 @@ class MotUMM:
         """Two-way logits (yes, no) per image for a yes/no question."""
         return self.understand(images, questions)[1]
 
-    def understand(self, images, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(LM logits at every text position, the (yes, no) logits at <ans>, the token ids)."""
+    def understand(self, images, questions: list[str], grounding: bool = False) -> tuple[torch.Tensor, ...]:
+        """(LM logits at every text position, the (yes, no) logits at <ans>, the token ids), and with
+        grounding=True the grounding head's logits per image token."""
         x = to_unit(images).permute(0, 3, 1, 2).to(self.device)
         ids = self.tok.batch(questions, self.cfg.und_text_len, answer=True).to(self.device)
-        logits = self.net.understand(x, ids, self.tok.pad)
+        out = self.net.understand(x, ids, self.tok.pad, grounding)
+        logits = out[0] if grounding else out
         last = (ids != self.tok.pad).sum(1) - 1
         answer = logits[torch.arange(len(ids), device=ids.device), last][:, [self.tok.yes, self.tok.no]]
-        return logits, answer, ids
+        return (logits, answer, ids, out[1]) if grounding else (logits, answer, ids)
 
     @torch.no_grad()
     def judge_yes_prob(self, images: np.ndarray, questions: list[str], batch: int = 256) -> np.ndarray:

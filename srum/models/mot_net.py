@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from ..world.oracle import MAP_COLORS, MAP_SHAPES
 from ..world.spec import BACKGROUND_DISTANCE, COLORS
 
 
@@ -33,6 +34,7 @@ class MotConfig(BaseModel):
     refine_channels: int = 32  # conv refinement of the generated velocity at full resolution; 0 = none
     vision_palette: bool = False  # understanding also sees each pixel's nearest paint (a fixed colour codebook)
     vision_blocks: int = 0  # residual 3x3 conv blocks in the vision encoder before patching (wider receptive field)
+    und_grounding: bool = False  # a head that reads each understanding image token's object (colour, shape) — pretraining only
 
     @property
     def grid(self) -> int:
@@ -125,6 +127,10 @@ class MotNet(nn.Module):
         self.layers = nn.ModuleList(MoTLayer(cfg) for _ in range(cfg.n_layers))
         self.und_norm = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, cfg.vocab_size)
+        if cfg.und_grounding:
+            # Dense supervision for pretraining (like a VLM's grounding data): which object, by the world's
+            # rules, each image token shows. Judging never reads it.
+            self.ground_head = nn.Linear(d, len(MAP_COLORS) + len(MAP_SHAPES))
         self.gen_norm = nn.LayerNorm(d)
         self.gen_out = nn.Linear(d, cfg.patch_dim)
         if cfg.refine_channels:
@@ -163,16 +169,19 @@ class MotNet(nn.Module):
         dv = self.gen_refine(torch.cat(maps, 1)).permute(0, 2, 3, 1)
         return v + patchify(dv, p)
 
-    def understand(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    def understand(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int, grounding: bool = False):
         """images: (B, 3, H, W) in [-1, 1]; text_ids: (B, Lt) -> LM logits at every text position (B, Lt, V).
-        Image tokens see the image; text is causal over image + earlier text, like a VLM's decoder."""
+        Image tokens see the image; text is causal over image + earlier text, like a VLM's decoder.
+        grounding=True: also the grounding head's logits per image token (B, grid^2, colours + shapes)."""
         img = self._see(images).flatten(2).transpose(1, 2) + self.und_img_pos
         x = torch.cat([img, self._text(text_ids)], 1)
         key_pad = torch.cat([torch.zeros(img.shape[:2], dtype=torch.bool, device=img.device), text_ids == pad_id], 1)
         mask = block_mask([0] * img.shape[1] + list(range(1, text_ids.shape[1] + 1)), key_pad)
         for layer in self.layers:
             (x,) = layer([(x, layer.und)], mask)
-        return self.lm_head(self.und_norm(x[:, img.shape[1] :]))
+        h = self.und_norm(x)
+        logits = self.lm_head(h[:, img.shape[1] :])
+        return (logits, self.ground_head(h[:, : img.shape[1]])) if grounding else logits
 
     def _see(self, images: torch.Tensor) -> torch.Tensor:
         """The understanding expert's vision encoder: (B, 3, H, W) in [-1, 1] -> (B, d, grid, grid)."""

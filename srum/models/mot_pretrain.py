@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..config import DEVICE
 from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
+from ..world.oracle import MAP_COLORS, MAP_SHAPES, object_map
 from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt, resize
 from ..world.render import draw
 from ..world.spec import COLORS, SHAPES
@@ -48,6 +49,7 @@ class PretrainConfig(BaseModel):
     cond_drop: float = 0.1
     caption_coef: float = 0.5
     und_resized: float = Field(0.0, ge=0, le=1)  # share of understanding examples with objects redrawn at other sizes
+    ground_coef: float = Field(0.0, ge=0)  # weight of the dense grounding loss (needs model.und_grounding); 0 = off
     ema: float = 0.999
     checkpoint_every: int = 250
     threads: int = 2
@@ -61,6 +63,8 @@ class PretrainConfig(BaseModel):
     def _every_step_trains(self):
         if self.gen_batch == 0 and self.und_every != 1:
             raise ValueError(f"gen_batch 0 with und_every {self.und_every}: steps without an understanding batch would train nothing")
+        if self.ground_coef and not self.model.und_grounding:
+            raise ValueError(f"ground_coef {self.ground_coef} needs model.und_grounding: true (the head it trains)")
         return self
 
 
@@ -106,12 +110,26 @@ def und_example(rng: random.Random, spec, resized: float = 0.0) -> tuple[np.ndar
     return img, text, passes(img, parse(text))
 
 
-def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
+    """(images, texts, yes/no labels, grounding targets per image token, or None when grounding is off)."""
     rng = random.Random(f"und/{cfg.seed}/{step}")
     ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i), cfg.und_resized)
           for i in range(cfg.und_batch)]
     imgs, texts, labels = zip(*ex)
-    return np.stack(imgs), list(texts), np.array(labels, np.float32)
+    targets = np.stack([token_objects(img, cfg.model.patch) for img in imgs]) if cfg.ground_coef else None
+    return np.stack(imgs), list(texts), np.array(labels, np.float32), targets
+
+
+def token_objects(image: np.ndarray, patch: int, min_pixels: int = 3) -> np.ndarray:
+    """(grid^2, 2) int64: per patch, the (colour, shape) of `object_map` that covers most of its pixels,
+    or background (0, 0) where no object covers at least `min_pixels` of them."""
+    colour, shape = object_map(image)
+    pair = colour * len(MAP_SHAPES) + shape  # 0 is background
+    g = image.shape[0] // patch
+    tiles = pair.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
+    counts = (tiles[:, :, None] == np.arange(1, len(MAP_COLORS) * len(MAP_SHAPES))).sum(1)  # background not counted
+    best = np.where(counts.max(1) >= min_pixels, counts.argmax(1) + 1, 0)
+    return np.stack([best // len(MAP_SHAPES), best % len(MAP_SHAPES)], 1)
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -150,12 +168,15 @@ def flow_loss(model: MotUMM, imgs: np.ndarray, prompts: list[str], g: torch.Gene
     return F.mse_loss(v, eps - x0)
 
 
-def understanding_loss(model: MotUMM, imgs: np.ndarray, texts: list[str], labels: np.ndarray):
-    """(yes/no loss, caption loss, yes/no accuracy). The caption loss — next-token prediction of the
-    question on images it truly describes — gives the understanding expert many bits per example where
-    the yes/no answer gives one; it is what makes the judge learn in CPU-hours (as BAGEL's
-    understanding is trained by next-token prediction)."""
-    logits, answer, ids = model.understand(imgs, [model.question(t) for t in texts])
+def understanding_loss(model: MotUMM, imgs: np.ndarray, texts: list[str], labels: np.ndarray, targets: np.ndarray | None = None):
+    """(yes/no loss, caption loss, yes/no accuracy, grounding loss or None). The caption loss — next-token
+    prediction of the question on images it truly describes — gives the understanding expert many bits per
+    example where the yes/no answer gives one; it is what makes the judge learn in CPU-hours (as BAGEL's
+    understanding is trained by next-token prediction). The grounding loss (with `targets`) asks every image
+    token which object it shows, by the world's rules: the fine rules (fill, aspect, minimum size) that a
+    yes/no bit teaches slowly, taught per token."""
+    grounded = targets is not None
+    logits, answer, ids, *ground = model.understand(imgs, [model.question(t) for t in texts], grounding=grounded)
     margin = answer[:, 0] - answer[:, 1]  # log P(yes) - log P(no)
     y = torch.as_tensor(labels).to(model.device)
     # Class-balanced: yes and no weigh the same in every batch, as balanced accuracy counts them.
@@ -164,7 +185,19 @@ def understanding_loss(model: MotUMM, imgs: np.ndarray, texts: list[str], labels
     nxt = ids[:, 1:].clone()
     nxt[(nxt == model.tok.ans) | (y[:, None] < 0.5)] = model.tok.pad  # only true captions, not the <ans> slot
     caption = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), nxt.reshape(-1), ignore_index=model.tok.pad)
-    return yes_no, caption, ((margin > 0).float() == y).float().mean()
+    grounding = _grounding_loss(ground[0], torch.as_tensor(targets).to(model.device)) if grounded else None
+    return yes_no, caption, ((margin > 0).float() == y).float().mean(), grounding
+
+
+def _grounding_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each token's colour and shape, object tokens weighted as much as all background
+    tokens together (most tokens are background)."""
+    colour, shape = logits.split([len(MAP_COLORS), len(MAP_SHAPES)], -1)
+    obj = (targets[..., 0] > 0).float()
+    w = torch.where(obj > 0, 0.5 / obj.mean().clamp(min=1e-3), 0.5 / (1 - obj.mean()).clamp(min=1e-3))
+    ce = F.cross_entropy(colour.flatten(0, 1), targets[..., 0].flatten(), reduction="none") + \
+        F.cross_entropy(shape.flatten(0, 1), targets[..., 1].flatten(), reduction="none")
+    return (ce * w.flatten()).mean()
 
 
 # ---- the loop ----
@@ -195,6 +228,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     t_start, logf = time.time() - elapsed, (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", mininterval=5)
     l_und = l_cap = acc = torch.tensor(float("nan"))
+    l_ground = None
     for gen_data, und_data in batches(cfg, step):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
@@ -202,8 +236,8 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
         l_gen = flow_loss(model, *gen_data, g) if gen_data is not None else None  # None: an understanding-only stage
         loss = l_gen if l_gen is not None else 0.0
         if und_data is not None:  # logged below: the newest understanding figures
-            l_und, l_cap, acc = understanding_loss(model, *und_data)
-            loss = loss + l_und + cfg.caption_coef * l_cap
+            l_und, l_cap, acc, l_ground = understanding_loss(model, *und_data)
+            loss = loss + l_und + cfg.caption_coef * l_cap + (cfg.ground_coef * l_ground if l_ground is not None else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
@@ -213,7 +247,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
         bar.update(1)
         if step % 25 == 0:
             rec = {"step": step, "flow": None if l_gen is None else round(l_gen.item(), 5), "yesno": round(l_und.item(), 5), "caption": round(l_cap.item(), 4),
-                   "yesno_acc": round(acc.item(), 4), "lr": lr_at(cfg, step), "elapsed_s": round(time.time() - t_start, 1)}
+                   "yesno_acc": round(acc.item(), 4), "grounding": None if l_ground is None else round(l_ground.item(), 4), "lr": lr_at(cfg, step), "elapsed_s": round(time.time() - t_start, 1)}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             bar.set_postfix(flow=rec["flow"], yesno=rec["yesno"], acc=rec["yesno_acc"])

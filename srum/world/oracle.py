@@ -55,19 +55,37 @@ def classify_shape(w: int, h: int, pixels: int) -> str:
 
 def detect(image: np.ndarray) -> list[Detected]:
     """Every object the oracle sees, in a fixed order (colour, then scan order)."""
+    return [d for d, _ in _components(image) if d.pixels >= MIN_PIXELS]
+
+
+# Per-pixel object labels (`object_map`): what each pixel belongs to under the world's rules.
+MAP_COLORS = ["background", *_NAMES]
+MAP_SHAPES = ["background", "square", "circle", "triangle", "unknown", "fragment"]  # fragment: < 12 px, dropped
+
+
+def object_map(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(colour index into MAP_COLORS, shape index into MAP_SHAPES) per pixel, both (H, W) int64: the
+    oracle's reading of every pixel. Training data for a model's understanding of renders and their
+    corruptions (dense where a yes/no answer gives one bit); never a verdict on a model's own images."""
+    colour = np.zeros(image.shape[:2], np.int64)
+    shape = np.zeros(image.shape[:2], np.int64)
+    for d, mask in _components(image):
+        colour[mask] = MAP_COLORS.index(d.color)
+        shape[mask] = MAP_SHAPES.index(d.shape if d.pixels >= MIN_PIXELS else "fragment")
+    return colour, shape
+
+
+def _components(image: np.ndarray):
+    """(Detected, pixel mask) per 4-connected single-colour component, fragments under 12 px included."""
     lab = label_pixels(image)
-    found = []
     for k, name in enumerate(_NAMES):
         comp, n = ndimage.label(lab == k, structure=_FOUR_CONNECTED)
         for idx, sl in enumerate(ndimage.find_objects(comp), start=1):
             area = int((comp[sl] == idx).sum())
-            if area < MIN_PIXELS:
-                continue
             ys, xs = sl
             w, h = xs.stop - xs.start, ys.stop - ys.start
             box = (xs.start, ys.start, xs.stop - 1, ys.stop - 1)
-            found.append(Detected(name, classify_shape(w, h, area), box, area))
-    return found
+            yield Detected(name, classify_shape(w, h, area), box, area), comp == idx
 
 
 def passes(image: np.ndarray, spec: Spec) -> bool:

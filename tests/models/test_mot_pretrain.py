@@ -63,7 +63,49 @@ def test_pretrain_cli_refuses_bad_schedule_and_workers(tmp_path, capsys):
 
 def test_understanding_data_has_both_labels_and_is_seeded():
     cfg = PretrainConfig(und_batch=64)
-    imgs, texts, labels = und_batch(cfg, 0)
-    imgs2, texts2, labels2 = und_batch(cfg, 0)
+    imgs, texts, labels, targets = und_batch(cfg, 0)
+    imgs2, texts2, labels2, _ = und_batch(cfg, 0)
     assert np.array_equal(imgs, imgs2) and texts == texts2 and np.array_equal(labels, labels2)
+    assert targets is None  # grounding off: no targets made
     assert 0.2 < labels.mean() < 0.8
+
+
+def test_token_objects_pool_the_object_map_to_the_token_grid():
+    from srum.models.mot_pretrain import token_objects
+    from srum.world.oracle import MAP_COLORS, MAP_SHAPES
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[0:10, 0:10] = (230, 30, 30)  # a red square over patches (0..2, 0..2), the last row/column 2 px deep
+    t = token_objects(img, 4).reshape(8, 8, 2)
+    red_square = [MAP_COLORS.index("red"), MAP_SHAPES.index("square")]
+    assert t[0, 0].tolist() == red_square and t[2, 2].tolist() == red_square  # 2 x 2 = 4 px >= 3
+    assert t[0, 3].tolist() == [0, 0] and t[7, 7].tolist() == [0, 0]
+    assert token_objects(img, 4, min_pixels=5).reshape(8, 8, 2)[2, 2].tolist() == [0, 0]
+
+
+def test_grounded_understanding_stage_trains_the_grounding_head(tmp_path):
+    model = TINY.model_copy(update={"und_grounding": True})
+    cfg = tiny_cfg(2).model_copy(update={"model": model, "ground_coef": 1.0, "gen_batch": 0})
+    imgs, texts, labels, targets = und_batch(cfg, 0)
+    assert targets.shape == (4, 64, 2) and (targets[..., 0] > 0).any()
+    from srum.models.mot import MotUMM
+    from srum.models.mot_pretrain import understanding_loss
+
+    torch.manual_seed(cfg.seed)
+    init = MotUMM(model)  # what pretrain starts from
+    trained = pretrain(cfg, tmp_path / "g", log=lambda *_: None)
+    assert not torch.equal(init.net.ground_head.weight, trained.net.ground_head.weight)
+    *_, ground = understanding_loss(trained, imgs, texts, labels, targets)
+    assert torch.isfinite(ground) and ground > 0
+    # judging never reads the head: the yes-probability is the same with or without it
+    plain = MotUMM(TINY, net=None)
+    plain.net.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("ground_head.")})
+    q = [trained.question(t) for t in texts]
+    assert np.array_equal(trained.judge_yes_prob(imgs, q), plain.judge_yes_prob(imgs, q))
+
+
+def test_grounding_loss_without_its_head_is_a_config_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="ground_coef 1.0 needs model.und_grounding"):
+        PretrainConfig(ground_coef=1.0)

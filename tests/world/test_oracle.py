@@ -177,3 +177,19 @@ def test_failure_names_the_first_rule_broken():
     assert why(pair, "a red circle and a blue square") == "wrong shape or colour"
     assert why(put(pair.copy(), 0, 20, rect(10, 5), "green"), "a red square and a blue square") == "unknown shape"
     assert why(pair, "a red square to the right of a blue square") == "relation"
+
+
+def test_object_map_reads_every_pixel_by_the_rules():
+    from srum.world.oracle import MAP_COLORS, MAP_SHAPES, object_map
+
+    img = canvas()
+    put(img, 2, 2, rect(10, 10), "red")  # square
+    put(img, 20, 2, rect(10, 4), "blue")  # aspect 2.5: unknown
+    put(img, 2, 20, rect(3, 3), "green")  # 9 px: a fragment the oracle drops
+    colour, shape = object_map(img)
+    assert colour[5, 5] == MAP_COLORS.index("red") and shape[5, 5] == MAP_SHAPES.index("square")
+    assert colour[3, 21] == MAP_COLORS.index("blue") and shape[3, 21] == MAP_SHAPES.index("unknown")
+    assert colour[21, 3] == MAP_COLORS.index("green") and shape[21, 3] == MAP_SHAPES.index("fragment")
+    assert colour[31, 31] == 0 and shape[31, 31] == 0
+    assert (shape > 0).sum() == 100 + 40 + 9
+    assert [d.shape for d in detect(img)] == ["square", "unknown"]  # detect is unchanged: fragments dropped
