@@ -81,33 +81,34 @@ def gen_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str]] | 
     return imgs, prompts
 
 
-def und_example(rng: random.Random, spec, resized: float = 0.0) -> tuple[np.ndarray, str, bool]:
-    """One (image, prompt, label) understanding example from a render of `spec`."""
+def und_example(rng: random.Random, spec, resized: float = 0.0) -> tuple[np.ndarray, str, bool, str]:
+    """One (image, prompt, label, kind) understanding example from a render of `spec`; `kind` names the
+    branch that made it (for diagnostics: bench/judge_probe.py)."""
     objs = layout(spec, rng)
     img = draw(objs)
     if resized and rng.random() < resized:  # shapes at the sizes and aspects a generator draws them
         for _ in range(rng.choice([1, 1, 2])):
             img = resize(img, objs, rng)
         img = global_noise(img, rng)
-        return img, spec.prompt, passes(img, spec)
+        return img, spec.prompt, passes(img, spec), "resized"
     r = rng.random()
     if r < 0.40:  # the render itself, under benign noise
-        img, text = global_noise(img, rng), spec.prompt
+        kind, img, text = "render", global_noise(img, rng), spec.prompt
     elif r < 0.55:  # a prompt that differs in one detail
-        img, text = global_noise(img, rng), perturb_prompt(spec, rng).prompt
+        kind, img, text = "perturbed prompt", global_noise(img, rng), perturb_prompt(spec, rng).prompt
     elif r < 0.62:  # a render of a perturbed scene, asked about the original prompt
         other = perturb_prompt(spec, rng)
-        img, text = global_noise(draw(layout(other, rng)), rng), spec.prompt
+        kind, img, text = "perturbed scene", global_noise(draw(layout(other, rng)), rng), spec.prompt
     elif r < 0.88:  # one or two broken objects, or a fragmented / scattered image
-        img, text = corrupt(img, objs, rng, rng.choice([1, 1, 2])), spec.prompt
+        kind, img, text = "corrupted", corrupt(img, objs, rng, rng.choice([1, 1, 2])), spec.prompt
     else:  # an object crop, as the local judge sees regions
         if rng.random() < 0.5:
             img = corrupt(img, objs, rng, 1)
         o = rng.choice(objs)
         img = crop_region(img, o.box, pad=rng.choice([0, 1, 2]))
         c, s = (o.color, o.shape) if rng.random() < 0.6 else (rng.choice(list(COLORS)), rng.choice(SHAPES))
-        text = f"a {c} {s}"
-    return img, text, passes(img, parse(text))
+        kind, text = "crop", f"a {c} {s}"
+    return img, text, passes(img, parse(text)), kind
 
 
 def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
@@ -115,7 +116,7 @@ def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np
     rng = random.Random(f"und/{cfg.seed}/{step}")
     ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i), cfg.und_resized)
           for i in range(cfg.und_batch)]
-    imgs, texts, labels = zip(*ex)
+    imgs, texts, labels, _ = zip(*ex)
     targets = np.stack([token_objects(img, cfg.model.patch) for img in imgs]) if cfg.ground_coef else None
     return np.stack(imgs), list(texts), np.array(labels, np.float32), targets
 

@@ -109,3 +109,13 @@ def test_grounding_loss_without_its_head_is_a_config_error():
 
     with pytest.raises(ValueError, match="ground_coef 1.0 needs model.und_grounding"):
         PretrainConfig(ground_coef=1.0)
+
+
+def test_understanding_examples_name_their_kind():
+    import random
+
+    from srum.models.mot_pretrain import und_example
+    from srum.world import training_spec
+
+    kinds = {und_example(random.Random(i), training_spec(3, i), resized=0.3)[3] for i in range(200)}
+    assert kinds == {"resized", "render", "perturbed prompt", "perturbed scene", "corrupted", "crop"}

@@ -1,0 +1,108 @@
+"""Where a judge (a model's understanding side) stands, in more detail than bench/foundation.py's one figure:
+for comparing pretraining stages and for seeing which of the world's rules a judge misses. Prints JSON.
+
+    python bench/judge_probe.py --judge DIR [--generator builtin] [--examples 800] [--raw RUN/state/train_state.safetensors]
+
+- on a generator's own held-out generations (300 prompts x 4, bench/foundation.py's images; cached under
+  runs/judge_probe/ by the generator's weights, so every judge is scored on the same images): balanced
+  accuracy of P(yes) > 0.5, and the area under the ROC curve (threshold-free, steadier with few positives);
+- on fresh understanding examples of each kind pretraining makes (labelled by the world's rules): accuracy
+  per (kind, label);
+- when the judge has a grounding head (`und_grounding`): how often it reads an object token's colour and
+  its shape by the rules right, per shape class. `--raw` scores a pretraining run's raw weights instead of
+  its EMA, whose new head still carries much of its initialisation early in a stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srum.evaluate import generate_images
+from srum.io import load_tensors
+from srum.models import SampleOptions, load_model, weights_sha256
+from srum.models.mot_pretrain import PretrainConfig, token_objects, und_example
+from srum.world import heldout_set, passes, training_spec
+from srum.world.oracle import MAP_COLORS, MAP_SHAPES
+
+CACHE = Path("runs/judge_probe")
+
+
+def own_generations(generator: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(images, prompts, oracle verdicts) of the generator on the held-out set, 4 images per prompt, seed 0."""
+    f = CACHE / f"gens-{weights_sha256(generator)[:12]}.npz"
+    if not f.exists():
+        flat, images = generate_images(load_model(generator), heldout_set(), 4, 0, SampleOptions())
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(f, images=images, prompts=[s.prompt for s in flat],
+                            truth=[passes(i, s) for s, i in zip(flat, images)])
+    z = np.load(f)
+    return z["images"], list(z["prompts"]), z["truth"]
+
+
+def on_generations(judge, images, prompts, truth) -> dict:
+    p = judge.judge_yes_prob(images, [judge.question(q) for q in prompts])
+    pos, neg = p[truth], p[~truth]
+    tpr, tnr = (pos > 0.5).mean(), (neg <= 0.5).mean()
+    return {"balanced_accuracy": round(float(tpr + tnr) / 2, 4), "true_positive_rate": round(float(tpr), 3),
+            "true_negative_rate": round(float(tnr), 3), "positives": int(truth.sum()), "images": len(truth),
+            "roc_area": round(float((pos[:, None] > neg[None, :]).mean()), 4)}
+
+
+def examples(n: int, resized: float) -> list[tuple]:
+    """n fresh understanding examples (a seed pretraining never uses)."""
+    return [und_example(random.Random(f"probe/{i}"), training_spec(777, i), resized) for i in range(n)]
+
+
+def by_kind(judge, ex: list[tuple]) -> dict:
+    imgs = np.stack([e[0] for e in ex])
+    said = judge.judge_yes_prob(imgs, [judge.question(e[1]) for e in ex]) > 0.5
+    right = collections.defaultdict(list)
+    for (_, _, label, kind), yes in zip(ex, said):
+        right[f"{kind}, {'passes' if label else 'fails'}"].append(bool(yes) == bool(label))
+    return {k: f"{np.mean(v):.3f} of {len(v)}" for k, v in sorted(right.items())}
+
+
+def grounding(judge, ex: list[tuple]) -> dict:
+    imgs = np.stack([e[0] for e in ex])
+    targets = np.stack([token_objects(i, judge.cfg.patch) for i in imgs])
+    with torch.no_grad():
+        *_, logits = judge.understand(imgs, [judge.question(e[1]) for e in ex], grounding=True)
+    colour = logits[..., : len(MAP_COLORS)].argmax(-1).cpu().numpy()
+    shape = logits[..., len(MAP_COLORS) :].argmax(-1).cpu().numpy()
+    obj = targets[..., 0] > 0
+    out = {"object_tokens": int(obj.sum()), "colour": round(float((colour == targets[..., 0])[obj].mean()), 3),
+           "shape": round(float((shape == targets[..., 1])[obj].mean()), 3)}
+    for k, name in enumerate(MAP_SHAPES[1:], 1):
+        sel = targets[..., 1] == k
+        out[name] = f"{(shape == k)[sel].mean():.3f} of {sel.sum()}" if sel.any() else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--judge", required=True, help="a model directory (or builtin)")
+    ap.add_argument("--generator", default="builtin", help="whose held-out generations to judge")
+    ap.add_argument("--examples", type=int, default=800)
+    ap.add_argument("--resized", type=float, default=0.3, help="share of resized objects among the examples")
+    ap.add_argument("--raw", type=Path, help="a pretraining run's train_state.safetensors: score its raw weights")
+    args = ap.parse_args()
+    judge = load_model(args.judge)
+    if args.raw:
+        judge.net.load_state_dict({k[4:]: v for k, v in load_tensors(args.raw).items() if k.startswith("net.")})
+    ex = examples(args.examples, args.resized)
+    out = {"judge": args.judge, "raw": str(args.raw) if args.raw else None, "generator": args.generator,
+           "own_generations": on_generations(judge, *own_generations(args.generator)),
+           "by_kind": by_kind(judge, ex),
+           "grounding": grounding(judge, ex) if judge.cfg.und_grounding else None}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
