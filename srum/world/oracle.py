@@ -55,7 +55,7 @@ def classify_shape(w: int, h: int, pixels: int) -> str:
 
 def detect(image: np.ndarray) -> list[Detected]:
     """Every object the oracle sees, in a fixed order (colour, then scan order)."""
-    return [d for d, _ in _components(image) if d.pixels >= MIN_PIXELS]
+    return [d for d, *_ in _components(image) if d.pixels >= MIN_PIXELS]
 
 
 # Per-pixel object labels (`object_map`): what each pixel belongs to under the world's rules.
@@ -69,23 +69,25 @@ def object_map(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     corruptions (dense where a yes/no answer gives one bit); never a verdict on a model's own images."""
     colour = np.zeros(image.shape[:2], np.int64)
     shape = np.zeros(image.shape[:2], np.int64)
-    for d, mask in _components(image):
-        colour[mask] = MAP_COLORS.index(d.color)
-        shape[mask] = MAP_SHAPES.index(d.shape if d.pixels >= MIN_PIXELS else "fragment")
+    for d, box, pixels in _components(image):
+        colour[box][pixels] = MAP_COLORS.index(d.color)
+        shape[box][pixels] = MAP_SHAPES.index(d.shape if d.pixels >= MIN_PIXELS else "fragment")
     return colour, shape
 
 
 def _components(image: np.ndarray):
-    """(Detected, pixel mask) per 4-connected single-colour component, fragments under 12 px included."""
+    """(Detected, its box as slices, its pixels within the box) per 4-connected single-colour component,
+    fragments under 12 px included."""
     lab = label_pixels(image)
     for k, name in enumerate(_NAMES):
         comp, n = ndimage.label(lab == k, structure=_FOUR_CONNECTED)
         for idx, sl in enumerate(ndimage.find_objects(comp), start=1):
-            area = int((comp[sl] == idx).sum())
+            pixels = comp[sl] == idx
+            area = int(pixels.sum())
             ys, xs = sl
             w, h = xs.stop - xs.start, ys.stop - ys.start
             box = (xs.start, ys.start, xs.stop - 1, ys.stop - 1)
-            yield Detected(name, classify_shape(w, h, area), box, area), comp == idx
+            yield Detected(name, classify_shape(w, h, area), box, area), sl, pixels
 
 
 def passes(image: np.ndarray, spec: Spec) -> bool:
