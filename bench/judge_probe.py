@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from foundation import balanced_accuracy  # bench/, beside this script
 
 from srum.evaluate import generate_images
 from srum.io import load_tensors
 from srum.models import SampleOptions, load_model, weights_sha256
-from srum.models.mot_pretrain import PretrainConfig, token_objects, und_example
+from srum.models.mot_pretrain import raw_weights, token_objects, und_example
 from srum.world import heldout_set, passes, training_spec
 from srum.world.oracle import MAP_COLORS, MAP_SHAPES
 
@@ -49,10 +50,7 @@ def own_generations(generator: str) -> tuple[np.ndarray, list[str], np.ndarray]:
 def on_generations(judge, images, prompts, truth) -> dict:
     p = judge.judge_yes_prob(images, [judge.question(q) for q in prompts])
     pos, neg = p[truth], p[~truth]
-    tpr, tnr = (pos > 0.5).mean(), (neg <= 0.5).mean()
-    return {"balanced_accuracy": round(float(tpr + tnr) / 2, 4), "true_positive_rate": round(float(tpr), 3),
-            "true_negative_rate": round(float(tnr), 3), "positives": int(truth.sum()), "images": len(truth),
-            "roc_area": round(float((pos[:, None] > neg[None, :]).mean()), 4)}
+    return {**balanced_accuracy(p > 0.5, truth), "roc_area": round(float((pos[:, None] > neg[None, :]).mean()), 4)}
 
 
 def examples(n: int, resized: float) -> list[tuple]:
@@ -95,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     judge = load_model(args.judge)
     if args.raw:
-        judge.net.load_state_dict({k[4:]: v for k, v in load_tensors(args.raw).items() if k.startswith("net.")})
+        judge.net.load_state_dict(raw_weights(load_tensors(args.raw)))
     ex = examples(args.examples, args.resized)
     out = {"judge": args.judge, "raw": str(args.raw) if args.raw else None, "generator": args.generator,
            "own_generations": on_generations(judge, *own_generations(args.generator)),

@@ -268,7 +268,7 @@ def _warm_start(model: MotUMM, ema, src: Path, log) -> None:
     model directory. Modules the source lacks keep their initialisation (zero-output where it matters)."""
     state = src / "state" / "train_state.safetensors"
     if state.exists():
-        weights = {k[4:]: v for k, v in load_tensors(state).items() if k.startswith("net.")}
+        weights = raw_weights(load_tensors(state))
     elif (src / "model.safetensors").exists():
         weights = load_tensors(src / "model.safetensors")
     else:
@@ -342,6 +342,11 @@ def _stats_before(src: Path) -> dict | None:
     return None
 
 
+def raw_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's raw (not EMA) weights from a run's train_state tensors (stored as "net.<name>")."""
+    return {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+
+
 def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float, float]:
     """(step, wall time so far, peak memory so far) of the run in `state_dir`, loading its state."""
     f = state_dir / "train_state.safetensors"
@@ -349,7 +354,7 @@ def _resume(state_dir: Path, model: MotUMM, ema, opt) -> tuple[int, float, float
         return 0, 0.0, 0.0
     meta = load_metadata(f)
     t = load_tensors(f)
-    model.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
+    model.net.load_state_dict(raw_weights(t))
     ema.load_state_dict(MotUMM.load(state_dir.parent / "model").net.state_dict())
     load_optimizer(opt, t)
     return int(meta["step"]), float(meta["elapsed_s"]), float(meta.get("peak_rss_mb", 0.0))

@@ -53,7 +53,7 @@ def test_understanding_only_stage_keeps_the_generation_expert_bit_identical(tmp_
 def test_pretrain_cli_refuses_bad_schedule_and_workers(tmp_path, capsys):
     from srum.cli import main
 
-    for key, value in (("und_every", 0), ("workers", -1), ("device", "gpu"), ("gen_batch", -1)):
+    for key, value in (("und_every", 0), ("workers", -1), ("device", "gpu"), ("gen_batch", -1), ("ground_coef", -1)):
         assert main(["pretrain", "--set", f"{key}={value}", "--out", str(tmp_path / "p")]) == 2
         assert f"--set {key}={value}: {key}:" in capsys.readouterr().err
     assert main(["pretrain", "--set", "gen_batch=0", "--set", "und_every=2", "--out", str(tmp_path / "p")]) == 2
