@@ -8,8 +8,8 @@ for comparing pretraining stages and for seeing which of the world's rules a jud
   accuracy of P(yes) > 0.5, and the area under the ROC curve (threshold-free, steadier with few positives);
 - on fresh understanding examples of each kind pretraining makes (labelled by the world's rules): accuracy
   per (kind, label);
-- when the judge has a grounding head (`und_grounding`): how often it reads an object token's colour and
-  its shape by the rules right, per shape class. `--raw` scores a pretraining run's raw weights instead of
+- when the judge has a grounding head (`und_grounding`): how often it reads an object's colour and its shape
+  by the rules right, per shape class (per patch token that shows an object, or per object token). `--raw` scores a pretraining run's raw weights instead of
   its EMA, whose new head still carries much of its initialisation early in a stage.
 """
 
@@ -28,7 +28,7 @@ from foundation import balanced_accuracy  # bench/, beside this script
 from srum.evaluate import generate_images
 from srum.io import load_tensors
 from srum.models import SampleOptions, load_model, weights_sha256
-from srum.models.mot_pretrain import raw_weights, token_objects, und_example
+from srum.models.mot_pretrain import raw_weights, region_objects, token_objects, und_example
 from srum.world import heldout_set, passes, training_spec
 from srum.world.oracle import MAP_COLORS, MAP_SHAPES
 
@@ -69,7 +69,10 @@ def by_kind(judge, ex: list[tuple]) -> dict:
 
 def grounding(judge, ex: list[tuple]) -> dict:
     imgs = np.stack([e[0] for e in ex])
-    targets = np.stack([token_objects(i, judge.cfg.patch) for i in imgs])
+    if judge.cfg.und_regions:  # the head reads the object tokens
+        targets = np.stack([region_objects(i, judge.cfg.und_regions) for i in imgs])
+    else:
+        targets = np.stack([token_objects(i, judge.cfg.patch) for i in imgs])
     with torch.no_grad():
         *_, logits = judge.understand(imgs, [judge.question(e[1]) for e in ex], grounding=True)
     colour = logits[..., : len(MAP_COLORS)].argmax(-1).cpu().numpy()

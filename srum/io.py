@@ -88,7 +88,7 @@ def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "opt.") -> dict[
 
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str = "opt.") -> None:
     sd = opt.state_dict()
-    for i in sd["param_groups"][0]["params"]:
+    for i in (i for group in sd["param_groups"] for i in group["params"]):
         if f"{prefix}{i}.step" in tensors:
             sd["state"][i] = {k: tensors[f"{prefix}{i}.{k}"].reshape(()) if k == "step" else tensors[f"{prefix}{i}.{k}"]
                               for k in ("step", "exp_avg", "exp_avg_sq")}

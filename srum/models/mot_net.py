@@ -12,11 +12,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..world.oracle import MAP_COLORS, MAP_SHAPES
 from ..world.spec import BACKGROUND_DISTANCE, COLORS
+from . import regions
 
 
 class MotConfig(BaseModel):
@@ -35,6 +36,7 @@ class MotConfig(BaseModel):
     vision_palette: bool = False  # understanding also sees each pixel's nearest paint (a fixed colour codebook)
     vision_blocks: int = 0  # residual 3x3 conv blocks in the vision encoder before patching (wider receptive field)
     und_grounding: bool = False  # a head that reads each understanding image token's object (colour, shape) — pretraining only
+    und_regions: int = Field(0, ge=0)  # object tokens from a segmenter beside the image patches (srum/models/regions.py); 0 = none
 
     @property
     def grid(self) -> int:
@@ -121,6 +123,9 @@ class MotNet(nn.Module):
             nn.init.zeros_(blk[2].weight)
             nn.init.zeros_(blk[2].bias)
         self.und_img_pos = nn.Parameter(torch.zeros(n_img, d))
+        if cfg.und_regions:
+            # A region's features already say where it is (its box), so its token needs no position embedding.
+            self.region_in = nn.Sequential(nn.Linear(regions.FEATURES, d), nn.GELU(), nn.Linear(d, d))
         self.gen_in = nn.Linear(cfg.patch_dim, d)
         self.gen_img_pos = nn.Parameter(torch.zeros(n_img, d))
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
@@ -172,16 +177,27 @@ class MotNet(nn.Module):
     def understand(self, images: torch.Tensor, text_ids: torch.Tensor, pad_id: int, grounding: bool = False):
         """images: (B, 3, H, W) in [-1, 1]; text_ids: (B, Lt) -> LM logits at every text position (B, Lt, V).
         Image tokens see the image; text is causal over image + earlier text, like a VLM's decoder.
-        grounding=True: also the grounding head's logits per image token (B, grid^2, colours + shapes)."""
+        grounding=True: also the grounding head's logits (colours + shapes) per object token (B, und_regions, .)
+        or, without object tokens, per patch token (B, grid^2, .)."""
         img = self._see(images).flatten(2).transpose(1, 2) + self.und_img_pos
+        img_pad = torch.zeros(img.shape[:2], dtype=torch.bool, device=img.device)
+        if self.cfg.und_regions:
+            feats, no_region = regions.region_features(nearest_paint(images), self.cfg.und_regions)
+            img = torch.cat([img, self.region_in(feats.to(img))], 1)
+            img_pad = torch.cat([img_pad, no_region.to(img.device)], 1)
         x = torch.cat([img, self._text(text_ids)], 1)
-        key_pad = torch.cat([torch.zeros(img.shape[:2], dtype=torch.bool, device=img.device), text_ids == pad_id], 1)
+        key_pad = torch.cat([img_pad, text_ids == pad_id], 1)
         mask = block_mask([0] * img.shape[1] + list(range(1, text_ids.shape[1] + 1)), key_pad)
         for layer in self.layers:
             (x,) = layer([(x, layer.und)], mask)
         h = self.und_norm(x)
         logits = self.lm_head(h[:, img.shape[1] :])
-        return (logits, self.ground_head(h[:, : img.shape[1]])) if grounding else logits
+        if not grounding:
+            return logits
+        # With object tokens, grounding reads them (each one is a component, so its object is well defined);
+        # otherwise every patch token.
+        n = self.cfg.grid**2
+        return logits, self.ground_head(h[:, n : img.shape[1]] if self.cfg.und_regions else h[:, :n])
 
     def _see(self, images: torch.Tensor) -> torch.Tensor:
         """The understanding expert's vision encoder: (B, 3, H, W) in [-1, 1] -> (B, d, grid, grid)."""
@@ -206,12 +222,25 @@ PALETTE = torch.tensor([(0, 0, 0), *COLORS.values()], dtype=torch.float32)
 
 def palette_onehot(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, len(PALETTE), H, W) one-hot of the nearest paint (all zero: none)."""
+    idx, near = _nearest(images)
+    onehot = F.one_hot(idx, len(PALETTE)).float() * near[..., None]
+    return onehot.permute(0, 3, 1, 2).to(images.dtype)
+
+
+def nearest_paint(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W) int64: the nearest of the world's colours (0..5 in COLORS order),
+    or -1 where the nearest paint is black or none is within the world's distance cut-off (background)."""
+    idx, near = _nearest(images)
+    return torch.where(near & (idx > 0), idx - 1, -1)
+
+
+def _nearest(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel: (index into PALETTE, whether it is within the cut-off), both (B, H, W)."""
     rgb = (images.detach().float() + 1) * 127.5
     dist = torch.cdist(rgb.permute(0, 2, 3, 1).reshape(-1, 3), PALETTE.to(rgb.device))
     near, idx = dist.min(-1)
-    onehot = F.one_hot(idx, len(PALETTE)).float() * (near <= BACKGROUND_DISTANCE)[:, None]
     B, _, H, W = images.shape
-    return onehot.view(B, H, W, -1).permute(0, 3, 1, 2).to(images.dtype)
+    return idx.view(B, H, W), (near <= BACKGROUND_DISTANCE).view(B, H, W)
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:

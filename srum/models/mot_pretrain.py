@@ -25,11 +25,11 @@ from tqdm import tqdm
 from ..config import DEVICE
 from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
-from ..world.oracle import MAP_COLORS, MAP_SHAPES, object_map
+from ..world.oracle import MAP_COLORS, MAP_SHAPES, MIN_PIXELS, classify_shape, label_pixels, object_map
 from ..world.corrupt import corrupt, crop_region, global_noise, perturb_prompt, resize
 from ..world.render import draw
 from ..world.spec import COLORS, SHAPES
-from . import resolve_device
+from . import regions, resolve_device
 from .mot import MotUMM, to_unit
 from .mot_net import MotConfig, patchify
 
@@ -58,11 +58,14 @@ class PretrainConfig(BaseModel):
     time_budget_min: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
     stop_at: int = Field(0, ge=0)  # stop (and save) at this step, the schedule still that of `steps`; 0 = at `steps`
     init_from: str | None = None  # warm start from a model directory (new modules keep their init)
+    new_lr_scale: float = Field(1.0, gt=0)  # learning-rate multiplier for the modules init_from does not have
 
     @model_validator(mode="after")
     def _every_step_trains(self):
         if self.gen_batch == 0 and self.und_every != 1:
             raise ValueError(f"gen_batch 0 with und_every {self.und_every}: steps without an understanding batch would train nothing")
+        if self.new_lr_scale != 1 and not self.init_from:
+            raise ValueError(f"new_lr_scale {self.new_lr_scale} needs init_from: without a warm start no module is new")
         if self.ground_coef and not self.model.und_grounding:
             raise ValueError(f"ground_coef {self.ground_coef} needs model.und_grounding: true (the head it trains)")
         return self
@@ -117,8 +120,27 @@ def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np
     ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i), cfg.und_resized)
           for i in range(cfg.und_batch)]
     imgs, texts, labels, _ = zip(*ex)
-    targets = np.stack([token_objects(img, cfg.model.patch) for img in imgs]) if cfg.ground_coef else None
+    targets = None
+    if cfg.ground_coef and cfg.model.und_regions:
+        targets = np.stack([region_objects(img, cfg.model.und_regions) for img in imgs])
+    elif cfg.ground_coef:
+        targets = np.stack([token_objects(img, cfg.model.patch) for img in imgs])
     return np.stack(imgs), list(texts), np.array(labels, np.float32), targets
+
+
+IGNORE = -100  # a grounding target that no loss reads (F.cross_entropy's ignore_index)
+
+
+def region_objects(image: np.ndarray, k: int) -> np.ndarray:
+    """(k, 2) int64: per object token (the model's segmenter's components, srum/models/regions.py), the
+    (colour, shape) `object_map` gives its pixels: the world's rules applied to the component; IGNORE for
+    the slots of an image with fewer than k regions."""
+    out = np.full((k, 2), IGNORE, np.int64)
+    for slot, r in enumerate(regions.components(label_pixels(image)[None], k)[0]):
+        h, w = r.mask.shape
+        shape = classify_shape(w, h, r.area) if r.area >= MIN_PIXELS else "fragment"
+        out[slot] = r.paint + 1, MAP_SHAPES.index(shape)  # MAP_COLORS is background, then the paints in order
+    return out
 
 
 def token_objects(image: np.ndarray, patch: int, min_pixels: int = 3) -> np.ndarray:
@@ -194,10 +216,10 @@ def _grounding_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     """Cross-entropy of each token's colour and shape, object tokens weighted as much as all background
     tokens together (most tokens are background)."""
     colour, shape = logits.split([len(MAP_COLORS), len(MAP_SHAPES)], -1)
-    obj = (targets[..., 0] > 0).float()
+    obj = (targets[..., 0] > 0).float()  # IGNORE (an empty object-token slot) counts as neither
     w = torch.where(obj > 0, 0.5 / obj.mean().clamp(min=1e-3), 0.5 / (1 - obj.mean()).clamp(min=1e-3))
-    ce = F.cross_entropy(colour.flatten(0, 1), targets[..., 0].flatten(), reduction="none") + \
-        F.cross_entropy(shape.flatten(0, 1), targets[..., 1].flatten(), reduction="none")
+    ce = F.cross_entropy(colour.flatten(0, 1), targets[..., 0].flatten(), reduction="none", ignore_index=IGNORE) + \
+        F.cross_entropy(shape.flatten(0, 1), targets[..., 1].flatten(), reduction="none", ignore_index=IGNORE)
     return (ce * w.flatten()).mean()
 
 
@@ -221,8 +243,8 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     model = MotUMM(cfg.model).to(resolve_device(cfg.device))
     ema = copy.deepcopy(model.net).requires_grad_(False)
     frozen = set(model.generation_parameters()) if cfg.gen_batch == 0 else set()
-    trained = [p for n, p in model.net.named_parameters() if n not in frozen]
-    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(cfg, model, frozen), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trained = [p for group in opt.param_groups for p in group["params"]]
     if cfg.init_from and not (out / "state").exists():
         _warm_start(model, ema, Path(cfg.init_from), log)
     step, elapsed, peak = _resume(out / "state", model, ema, opt)
@@ -232,7 +254,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     l_ground = None
     for gen_data, und_data in batches(cfg, step):
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
+            group["lr"] = lr_at(cfg, step) * group["lr_scale"]
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         l_gen = flow_loss(model, *gen_data, g) if gen_data is not None else None  # None: an understanding-only stage
         loss = l_gen if l_gen is not None else 0.0
@@ -263,16 +285,32 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> MotUMM:
     return final
 
 
-def _warm_start(model: MotUMM, ema, src: Path, log) -> None:
-    """Start from another run's weights: a pretraining run directory (its latest raw weights) or a
-    model directory. Modules the source lacks keep their initialisation (zero-output where it matters)."""
+def _param_groups(cfg: PretrainConfig, model: MotUMM, frozen: set[str]) -> list[dict]:
+    """The trained parameters; with `new_lr_scale`, those init_from lacks (new modules, starting from their
+    random initialisation) in a second group that learns faster than the trained ones are fine-tuned."""
+    trained = [(n, p) for n, p in model.net.named_parameters() if n not in frozen]
+    if cfg.new_lr_scale == 1 or not cfg.init_from:
+        return [{"params": [p for _, p in trained], "lr_scale": 1.0}]
+    old = set(_source_weights(Path(cfg.init_from)))
+    groups = [{"params": [p for n, p in trained if n in old], "lr_scale": 1.0},
+              {"params": [p for n, p in trained if n not in old], "lr_scale": cfg.new_lr_scale}]
+    return [g for g in groups if g["params"]]
+
+
+def _source_weights(src: Path) -> dict[str, torch.Tensor]:
+    """A warm start's weights: a pretraining run directory's latest raw weights, or a model directory's."""
     state = src / "state" / "train_state.safetensors"
     if state.exists():
-        weights = raw_weights(load_tensors(state))
-    elif (src / "model.safetensors").exists():
-        weights = load_tensors(src / "model.safetensors")
-    else:
-        raise FileNotFoundError(f"init_from {src}: neither a pretraining run nor a model directory")
+        return raw_weights(load_tensors(state))
+    if (src / "model.safetensors").exists():
+        return load_tensors(src / "model.safetensors")
+    raise FileNotFoundError(f"init_from {src}: neither a pretraining run nor a model directory")
+
+
+def _warm_start(model: MotUMM, ema, src: Path, log) -> None:
+    """Start from another run's weights (`_source_weights`). Modules the source lacks keep their
+    initialisation (zero-output where it matters)."""
+    weights = _source_weights(src)
     own = model.net.state_dict()
     weights = {k: _widen(v, own[k]) if k in own else v for k, v in weights.items()}
     missing, unexpected = model.net.load_state_dict(weights, strict=False)

@@ -1,9 +1,11 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from srum.models.mot_pretrain import PretrainConfig, pretrain, und_batch
+from srum.world.oracle import MAP_COLORS, MAP_SHAPES
 from tests.conftest import TINY
 
 
@@ -72,7 +74,6 @@ def test_understanding_data_has_both_labels_and_is_seeded():
 
 def test_token_objects_pool_the_object_map_to_the_token_grid():
     from srum.models.mot_pretrain import token_objects
-    from srum.world.oracle import MAP_COLORS, MAP_SHAPES
 
     img = np.zeros((32, 32, 3), np.uint8)
     img[0:10, 0:10] = (230, 30, 30)  # a red square over patches (0..2, 0..2), the last row/column 2 px deep
@@ -83,11 +84,12 @@ def test_token_objects_pool_the_object_map_to_the_token_grid():
     assert token_objects(img, 4, min_pixels=5).reshape(8, 8, 2)[2, 2].tolist() == [0, 0]
 
 
-def test_grounded_understanding_stage_trains_the_grounding_head(tmp_path):
-    model = TINY.model_copy(update={"und_grounding": True})
+@pytest.mark.parametrize("regions", [0, 4])  # grounding per patch token, or per object token
+def test_grounded_understanding_stage_trains_the_grounding_head(tmp_path, regions):
+    model = TINY.model_copy(update={"und_grounding": True, "und_regions": regions})
     cfg = tiny_cfg(2).model_copy(update={"model": model, "ground_coef": 1.0, "gen_batch": 0})
     imgs, texts, labels, targets = und_batch(cfg, 0)
-    assert targets.shape == (4, 64, 2) and (targets[..., 0] > 0).any()
+    assert targets.shape == (4, regions or 64, 2) and (targets[..., 0] > 0).any()
     from srum.models.mot import MotUMM
     from srum.models.mot_pretrain import understanding_loss
 
@@ -98,17 +100,31 @@ def test_grounded_understanding_stage_trains_the_grounding_head(tmp_path):
     *_, ground = understanding_loss(trained, imgs, texts, labels, targets)
     assert torch.isfinite(ground) and ground > 0
     # judging never reads the head: the yes-probability is the same with or without it
-    plain = MotUMM(TINY, net=None)
+    plain = MotUMM(TINY.model_copy(update={"und_regions": regions}), net=None)
     plain.net.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("ground_head.")})
     q = [trained.question(t) for t in texts]
     assert np.array_equal(trained.judge_yes_prob(imgs, q), plain.judge_yes_prob(imgs, q))
 
 
-def test_grounding_loss_without_its_head_is_a_config_error():
-    import pytest
+def test_object_token_targets_are_the_rules_reading_of_each_component():
+    from srum.models.mot_pretrain import IGNORE, region_objects
+    from srum.world.spec import COLORS
 
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[2:12, 2:12] = COLORS["red"]  # 10 x 10, full: a square
+    img[20:23, 2:12] = COLORS["blue"]  # 10 x 3: aspect 3.3, unknown
+    img[28:31, 28:31] = COLORS["red"]  # 9 px: a fragment, under the world's 12
+    t = region_objects(img, 4)
+    want = [("red", "square"), ("blue", "unknown"), ("red", "fragment")]
+    assert t[:3].tolist() == [[MAP_COLORS.index(c), MAP_SHAPES.index(s)] for c, s in want]
+    assert (t[3] == IGNORE).all()
+
+
+def test_grounding_loss_without_its_head_is_a_config_error():
     with pytest.raises(ValueError, match="ground_coef 1.0 needs model.und_grounding"):
         PretrainConfig(ground_coef=1.0)
+    with pytest.raises(ValueError, match="new_lr_scale 10.0 needs init_from"):
+        PretrainConfig(new_lr_scale=10)
 
 
 def test_understanding_examples_name_their_kind():
@@ -119,3 +135,25 @@ def test_understanding_examples_name_their_kind():
 
     kinds = {und_example(random.Random(i), training_spec(3, i), resized=0.3)[3] for i in range(200)}
     assert kinds == {"resized", "render", "perturbed prompt", "perturbed scene", "corrupted", "crop"}
+
+
+def test_new_modules_learn_at_their_own_rate_and_resume_exactly(tmp_path):
+    """new_lr_scale: the modules init_from lacks (here the object tokens' encoder) form a second optimiser group;
+    a run resumed from its checkpoint matches one that ran straight through (both groups' Adam state restored)."""
+    from srum.models.mot import MotUMM
+    from srum.models.mot_pretrain import _param_groups
+
+    MotUMM(TINY).save(tmp_path / "src")
+    cfg = tiny_cfg(4).model_copy(update={"model": TINY.model_copy(update={"und_regions": 2}), "init_from": str(tmp_path / "src"),
+                                         "new_lr_scale": 10.0})
+    model = MotUMM(cfg.model)
+    groups = _param_groups(cfg, model, frozen=set())
+    new = {id(p) for p in groups[1]["params"]}
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
+    assert new == {id(p) for p in model.net.region_in.parameters()}
+    straight = pretrain(cfg, tmp_path / "a", log=lambda *_: None)
+    pretrain(cfg.model_copy(update={"stop_at": 2}), tmp_path / "b", log=lambda *_: None)
+    resumed = pretrain(cfg, tmp_path / "b", log=lambda *_: None)
+    assert torch.equal(straight.flat_weights(), resumed.flat_weights())
+    same_rate = pretrain(cfg.model_copy(update={"new_lr_scale": 1.0}), tmp_path / "c", log=lambda *_: None)
+    assert not torch.equal(straight.flat_weights(), same_rate.flat_weights())
