@@ -137,8 +137,7 @@ def region_objects(image: np.ndarray, k: int) -> np.ndarray:
     the slots of an image with fewer than k regions."""
     out = np.full((k, 2), IGNORE, np.int64)
     for slot, r in enumerate(regions.components(label_pixels(image)[None], k)[0]):
-        h, w = r.mask.shape
-        shape = classify_shape(w, h, r.area) if r.area >= MIN_PIXELS else "fragment"
+        shape = classify_shape(*r.size, r.area) if r.area >= MIN_PIXELS else "fragment"
         out[slot] = r.paint + 1, MAP_SHAPES.index(shape)  # MAP_COLORS is background, then the paints in order
     return out
 

@@ -37,7 +37,11 @@ class Region:
     ys: slice  # its bounding box
     xs: slice
     area: int  # pixel count
-    mask: np.ndarray  # (h, w) bool, its pixels within its box
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(w, h) of its bounding box."""
+        return self.xs.stop - self.xs.start, self.ys.stop - self.ys.start
 
 
 def components(paint: np.ndarray, k: int) -> list[list[Region]]:
@@ -50,8 +54,7 @@ def components(paint: np.ndarray, k: int) -> list[list[Region]]:
     for idx, sl in enumerate(ndimage.find_objects(comp), start=1):
         if sl is not None and sizes[idx] >= MIN_PIXELS:
             found[sl[0].start].append((-int(sizes[idx]), idx, sl))
-    return [[Region(sl[1].start, sl[2], sl[3], -neg, comp[sl][0, 0] == idx) for neg, idx, sl in sorted(regions)[:k]]
-            for regions in found]
+    return [[Region(sl[1].start, sl[2], sl[3], -neg) for neg, _, sl in sorted(regions)[:k]] for regions in found]
 
 
 def region_features(paint: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +71,7 @@ def region_features(paint: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 def _one_region(r: Region, size: int) -> np.ndarray:
     """One token's features: paint one-hot; box geometry (UNITER's 7, scaled by the canvas); the classical
     region descriptors extent (pixels / box area) and aspect (log2 w/h), and log2 of the pixel count."""
-    (h, w), area, ys, xs = r.mask.shape, r.area, r.ys, r.xs
+    (w, h), area, ys, xs = r.size, r.area, r.ys, r.xs
     out = np.zeros(FEATURES, np.float32)
     out[r.paint] = 1
     out[N_PAINTS : N_PAINTS + 10] = (
