@@ -128,8 +128,13 @@ def test_prometheus_scrapes_a_running_training_job(ray_head, prometheus, tmp_pat
             assert fresh(name), f"{name} missing"
         labels = fresh("ray_srum_rollouts_total")[0]["metric"]
         assert labels["role"] == "generator" and labels["actor"].startswith("generator-")
-        missing = [n for n in sorted(dashboard_metrics())
-                   if not promql(prometheus, f"{{__name__=~\"{n}(_bucket)?\"}}")]
+        # the controller's gauges come from another process than the learner's loss, so they may land a
+        # report interval later: wait for them, do not race them
+        def missing_metrics() -> list[str]:
+            return [n for n in sorted(dashboard_metrics()) if not promql(prometheus, f"{{__name__=~\"{n}(_bucket)?\"}}")]
+        deadline = time.time() + 60
+        while time.time() < deadline and (missing := missing_metrics()):
+            time.sleep(1)
         assert not missing, f"dashboard queries metrics Prometheus does not have: {missing}"
     finally:
         subprocess.run([RAY, "job", "stop", "--address", ray_head.dashboard, job_id], env=ray_head.env,
