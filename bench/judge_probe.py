@@ -1,7 +1,7 @@
 """Where a judge (a model's understanding side) stands, in more detail than bench/foundation.py's one figure:
 for comparing pretraining stages and for seeing which of the world's rules a judge misses. Prints JSON.
 
-    python bench/judge_probe.py --judge DIR [--generator builtin] [--examples 800] [--raw RUN/state/train_state.safetensors]
+    python bench/judge_probe.py --judge DIR [--generator builtin] [--examples 800] [--edited 0.25] [--raw RUN/state/train_state.safetensors]
 
 - on a generator's own held-out generations (300 prompts x 4, bench/foundation.py's images; cached under
   runs/judge_probe/ by the generator's weights, so every judge is scored on the same images): balanced
@@ -53,9 +53,9 @@ def on_generations(judge, images, prompts, truth) -> dict:
     return {**balanced_accuracy(p > 0.5, truth), "roc_area": round(float((pos[:, None] > neg[None, :]).mean()), 4)}
 
 
-def examples(n: int, resized: float) -> list[tuple]:
+def examples(n: int, resized: float, edited: float) -> list[tuple]:
     """n fresh understanding examples (a seed pretraining never uses)."""
-    return [und_example(random.Random(f"probe/{i}"), training_spec(777, i), resized) for i in range(n)]
+    return [und_example(random.Random(f"probe/{i}"), training_spec(777, i), resized, edited) for i in range(n)]
 
 
 def by_kind(judge, ex: list[tuple]) -> dict:
@@ -92,12 +92,13 @@ def main() -> None:
     ap.add_argument("--generator", default="builtin", help="whose held-out generations to judge")
     ap.add_argument("--examples", type=int, default=800)
     ap.add_argument("--resized", type=float, default=0.3, help="share of resized objects among the examples")
+    ap.add_argument("--edited", type=float, default=0.0, help="share of edited scenes among the examples (und_edited)")
     ap.add_argument("--raw", type=Path, help="a pretraining run's train_state.safetensors: score its raw weights")
     args = ap.parse_args()
     judge = load_model(args.judge)
     if args.raw:
         judge.net.load_state_dict(raw_weights(load_tensors(args.raw)))
-    ex = examples(args.examples, args.resized)
+    ex = examples(args.examples, args.resized, args.edited)
     out = {"judge": args.judge, "raw": str(args.raw) if args.raw else None, "generator": args.generator,
            "own_generations": on_generations(judge, *own_generations(args.generator)),
            "by_kind": by_kind(judge, ex),

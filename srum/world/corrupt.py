@@ -1,7 +1,9 @@
 """Hard negatives for teaching a model to *understand* CompWorld images.
 
-Two families, both made from renders only (never from a model's generations):
+Three families, all made from renders only (never from a model's generations):
 - text-side: a prompt perturbed by one detail (colour, shape, count, relation, or another prompt);
+- scene-side: a scene with one object added, changed or removed, or two objects' shapes swapped (`edit_scene`),
+  as generators err;
 - image-side: corruptions of a render (a broken, smeared, dimmed, recoloured or misshapen object,
   a stray blob, an elastic warp, blur and noise over the whole image).
 A corrupted image is labelled by the world's own rules (`passes`), so a mild corruption that still
@@ -60,6 +62,40 @@ def _perturb_words(spec: Spec, rng: random.Random) -> str:
     return " ".join(words)
 
 
+EDITS = ("add", "change", "remove", "swap")
+
+
+def edit_scene(spec: Spec, rng: random.Random, kinds: tuple[str, ...] = EDITS[:3]) -> Spec:
+    """The scene of `spec` with one edit of the given kinds: an object added (a copy of a named object, or a named
+    colour in another shape), changed (its shape or its colour) or removed, or two objects' shapes (or colours)
+    swapped, which keeps every colour and every shape of the scene but binds them wrongly. Unlike `perturb_prompt`,
+    the scene need not be one the grammar can say (two red circles for "a red circle"): these are the mistakes a
+    generator makes, drawn from renders. The world holds at most four objects, so a full scene is not grown; an
+    edit the scene cannot take (removing its only object, swapping in a scene of one kind) becomes a change."""
+    objs, rels = list(spec.objects), list(spec.relations)
+    kind = rng.choice([k for k in kinds if k != "add" or len(objs) < 4])
+    pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs)) if objs[i] != objs[j]]
+    if (kind == "remove" and len(objs) == 1) or (kind == "swap" and not pairs):
+        kind = "change"
+    if kind == "add":
+        c, s = rng.choice(objs)
+        objs.append((c, s) if rng.random() < 0.5 else (c, rng.choice([x for x in SHAPES if x != s])))
+    elif kind == "change":
+        i = rng.randrange(len(objs))
+        c, s = objs[i]
+        objs[i] = (c, rng.choice([x for x in SHAPES if x != s])) if rng.random() < 0.6 else \
+            (rng.choice([x for x in _COLOR_LIST if x != c]), s)
+    elif kind == "remove":
+        i = rng.randrange(len(objs))
+        del objs[i]
+        rels = [(a - (a > i), r, b - (b > i)) for a, r, b in rels if i not in (a, b)]
+    else:
+        i, j = rng.choice(pairs)
+        (ci, si), (cj, sj) = objs[i], objs[j]
+        objs[i], objs[j] = ((ci, sj), (cj, si)) if si != sj else ((cj, si), (ci, sj))
+    return Spec(f"{spec.prompt} (edited)", spec.category, tuple(objs), tuple(rels))
+
+
 # ---- image-side corruptions: each takes the image and the placed objects, returns a new image ----
 
 
@@ -112,11 +148,11 @@ def misshape(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndar
     return img
 
 
-def resize(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
-    """Redraw one object (usually as its own shape) at another size and aspect about its centre. The world's
-    shapes are told apart by fill and aspect, not size: a small or stretched circle is still a circle when
-    its pixels say so. Renders only ever show 10 px objects, and a generator's blobs are of any size."""
-    o = rng.choice(objs)
+def resize(img: np.ndarray, objs: list[Placed], rng: random.Random, o: Placed | None = None) -> np.ndarray:
+    """Redraw one object (`o`, or one drawn at random; usually as its own shape) at another size and aspect about
+    its centre. The world's shapes are told apart by fill and aspect, not size: a small or stretched circle is
+    still a circle when its pixels say so. Renders only ever show 10 px objects, and a generator's blobs are of any size."""
+    o = o or rng.choice(objs)
     sl = _obj_slice(o)
     img[sl][img[sl].any(-1)] = 0
     shape = o.shape if rng.random() < 0.7 else rng.choice(SHAPES)

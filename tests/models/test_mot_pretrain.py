@@ -125,9 +125,12 @@ def test_grounding_loss_without_its_head_is_a_config_error():
         PretrainConfig(ground_coef=1.0)
     with pytest.raises(ValueError, match="new_lr_scale 10.0 needs init_from"):
         PretrainConfig(new_lr_scale=10)
+    with pytest.raises(ValueError, match="und_edits"):
+        PretrainConfig(und_edits=["add", "shuffle"])
 
 
 def test_understanding_examples_name_their_kind():
+    import collections
     import random
 
     from srum.models.mot_pretrain import und_example
@@ -135,6 +138,26 @@ def test_understanding_examples_name_their_kind():
 
     kinds = {und_example(random.Random(i), training_spec(3, i), resized=0.3)[3] for i in range(200)}
     assert kinds == {"resized", "render", "perturbed prompt", "perturbed scene", "corrupted", "crop"}
+    kinds = collections.Counter(und_example(random.Random(i), training_spec(3, i), 0.3, edited=0.5)[3] for i in range(200))
+    assert 70 < kinds["edited scene"] < 130 and len(kinds) == 7
+
+
+def test_new_example_options_off_replay_earlier_stages_exactly():
+    """und_edited and und_resize_each at 0 draw nothing from the example's generator, so configs from before them
+    make the same batches."""
+    import random
+
+    from srum.models.mot_pretrain import und_example
+    from srum.world import training_spec
+
+    for i in range(20):
+        a, b = und_example(random.Random(i), training_spec(3, i), 0.3), und_example(random.Random(i), training_spec(3, i), 0.3, 0.0)
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+    # und_resize_each redraws objects on their own chances: other images, still labelled by the rules
+    each = [und_example(random.Random(i), training_spec(3, i), 1.0, resize_each=1.0) for i in range(20)]
+    some = [und_example(random.Random(i), training_spec(3, i), 1.0) for i in range(20)]
+    assert {e[3] for e in each} == {"resized"}
+    assert sum(not np.array_equal(a[0], b[0]) for a, b in zip(each, some)) >= 15
 
 
 def test_new_modules_learn_at_their_own_rate_and_resume_exactly(tmp_path):

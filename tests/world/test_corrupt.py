@@ -3,7 +3,7 @@ import random
 import numpy as np
 
 from srum.world import SHAPES, detect, layout, parse, passes
-from srum.world.corrupt import global_noise, resize, warp
+from srum.world.corrupt import edit_scene, global_noise, resize, warp
 from srum.world.render import draw
 from srum.world.spec import COLORS, SHAPE_MASKS, shape_mask
 
@@ -55,3 +55,59 @@ def test_resized_objects_are_labelled_by_fill_not_size():
         assert set(map(tuple, img.reshape(-1, 3))) <= {(0, 0, 0), COLORS["red"]}
         verdicts.append(passes(img, spec))
     assert 0 < sum(verdicts) < len(verdicts)
+
+
+def test_edited_scenes_add_change_or_remove_one_object_and_fail_their_prompt():
+    """edit_scene: one object more (never past four), one changed, or one fewer, with the relations of those
+    that remain; a render of the edit fails the original prompt (the oracle's rules label it)."""
+    import collections
+
+    for prompt in ("a red circle", "two blue squares", "a green triangle to the left of a white circle",
+                   "four purple circles"):
+        spec = parse(prompt)
+        for seed in range(30):
+            rng = random.Random(seed)
+            edit = edit_scene(spec, rng)
+            before, after = collections.Counter(spec.objects), collections.Counter(edit.objects)
+            added, gone = after - before, before - after
+            assert (sum(added.values()), sum(gone.values())) in {(1, 0), (1, 1), (0, 1)}, (prompt, edit)
+            assert len(edit.objects) <= 4 and edit.objects
+            assert all(0 <= a < len(edit.objects) and 0 <= b < len(edit.objects) for a, _, b in edit.relations)
+            assert not passes(draw(layout(edit, rng)), spec), (prompt, edit)
+    kept = edit_scene(parse("a red circle to the left of a blue square"), random.Random(1))
+    if len(kept.objects) == 2:
+        assert kept.relations == ((0, "to the left of", 1),)
+
+
+def test_a_swap_keeps_every_colour_and_shape_but_binds_them_wrongly():
+    import collections
+
+    spec = parse("a green circle and a white triangle")
+    for seed in range(10):
+        edit = edit_scene(spec, random.Random(seed), ("swap",))
+        assert sorted(edit.objects) == [("green", "triangle"), ("white", "circle")]
+        img = draw(layout(edit, random.Random(seed)))
+        assert not passes(img, spec)
+        found = detect(img)
+        assert collections.Counter(d.color for d in found) == collections.Counter(c for c, _ in spec.objects)
+        assert collections.Counter(d.shape for d in found) == collections.Counter(s for _, s in spec.objects)
+    # same colours: the shapes swap places, which only a relation can tell
+    rel = parse("a purple circle above a purple triangle")
+    edit = edit_scene(rel, random.Random(0), ("swap",))
+    assert edit.objects == (("purple", "triangle"), ("purple", "circle")) and edit.relations == rel.relations
+    assert not passes(draw(layout(edit, random.Random(0))), rel)
+    # a scene of one kind of object cannot swap: it is changed instead
+    assert edit_scene(parse("two blue squares"), random.Random(0), ("swap",)).objects != (("blue", "square"),) * 2
+
+
+def test_resize_redraws_the_object_it_is_given_and_no_other():
+    spec = parse("a red circle to the left of a blue square")
+    for seed in range(10):
+        rng = random.Random(seed)
+        objs = layout(spec, rng)
+        before = draw(objs)
+        after = resize(before.copy(), objs, rng, objs[1])
+        other = objs[0]
+        x0, y0, x1, y1 = other.box
+        assert np.array_equal(before[y0:y1, x0:x1], after[y0:y1, x0:x1])
+        assert set(map(tuple, after[after.any(-1)])) <= {COLORS["red"], COLORS["blue"]}
