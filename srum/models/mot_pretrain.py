@@ -93,7 +93,7 @@ def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 
     """One (image, prompt, label, kind) understanding example from a render of `spec`; `kind` names the
     branch that made it (for diagnostics: bench/judge_probe.py)."""
     if edited and rng.random() < edited:  # a generator's kind of mistake: an object too many, wrong, missing or misbound
-        objs = layout(edit_scene(spec, rng, tuple(edits)), rng)
+        objs = layout(edit_scene(spec, rng, edits), rng)
         img = draw(objs)
         if rng.random() < 0.5:
             img = resize(img, objs, rng)

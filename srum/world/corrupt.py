@@ -73,7 +73,7 @@ def edit_scene(spec: Spec, rng: random.Random, kinds: tuple[str, ...] = EDITS[:3
     generator makes, drawn from renders. The world holds at most four objects, so a full scene is not grown; an
     edit the scene cannot take (removing its only object, swapping in a scene of one kind) becomes a change."""
     objs, rels = list(spec.objects), list(spec.relations)
-    kind = rng.choice([k for k in kinds if k != "add" or len(objs) < 4])
+    kind = rng.choice([k for k in kinds if k != "add" or len(objs) < 4] or ["change"])
     pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs)) if objs[i] != objs[j]]
     if (kind == "remove" and len(objs) == 1) or (kind == "swap" and not pairs):
         kind = "change"

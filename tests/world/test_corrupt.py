@@ -96,6 +96,9 @@ def test_a_swap_keeps_every_colour_and_shape_but_binds_them_wrongly():
     edit = edit_scene(rel, random.Random(0), ("swap",))
     assert edit.objects == (("purple", "triangle"), ("purple", "circle")) and edit.relations == rel.relations
     assert not passes(draw(layout(edit, random.Random(0))), rel)
+    # a full scene cannot grow, so with only "add" allowed it is changed instead (before: an empty choice)
+    full = parse("four purple circles")
+    assert len(edit_scene(full, random.Random(0), ("add",)).objects) == 4
     # a scene of one kind of object cannot swap: it is changed instead
     assert edit_scene(parse("two blue squares"), random.Random(0), ("swap",)).objects != (("blue", "square"),) * 2
 
