@@ -27,7 +27,7 @@ from ..config import DEVICE
 from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors, write_json
 from ..world import layout, parse, passes, training_spec
 from ..world.oracle import MAP_COLORS, MAP_SHAPES, MIN_PIXELS, classify_shape, label_pixels, object_map
-from ..world.corrupt import EDITS, corrupt, crop_region, edit_scene, global_noise, perturb_prompt, resize
+from ..world.corrupt import EDITS, blob, corrupt, crop_region, edit_scene, global_noise, perturb_prompt, resize
 from ..world.render import draw
 from ..world.spec import COLORS, SHAPES
 from . import regions, resolve_device
@@ -52,6 +52,7 @@ class PretrainConfig(BaseModel):
     und_resized: float = Field(0.0, ge=0, le=1)  # share of understanding examples with objects redrawn at other sizes
     und_resize_each: float = Field(0.0, ge=0, le=1)  # resized examples: each object redrawn with this chance (0: one or two)
     und_edited: float = Field(0.0, ge=0, le=1)  # share whose scene has an object added, changed or removed (edit_scene)
+    und_blobs: float = Field(0.0, ge=0, le=1)  # share whose objects are redrawn as a generator's lumpy blobs (blob)
     und_edits: list[Literal["add", "change", "remove", "swap"]] = Field(default_factory=lambda: list(EDITS[:3]), min_length=1)
     ground_coef: float = Field(0.0, ge=0)  # weight of the dense grounding loss (needs model.und_grounding); 0 = off
     ema: float = 0.999
@@ -89,7 +90,7 @@ def gen_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str]] | 
 
 
 def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 0.0,
-                edits: tuple[str, ...] = EDITS[:3], resize_each: float = 0.0) -> tuple[np.ndarray, str, bool, str]:
+                edits: tuple[str, ...] = EDITS[:3], resize_each: float = 0.0, blobs: float = 0.0) -> tuple[np.ndarray, str, bool, str]:
     """One (image, prompt, label, kind) understanding example from a render of `spec`; `kind` names the
     branch that made it (for diagnostics: bench/judge_probe.py)."""
     if edited and rng.random() < edited:  # a generator's kind of mistake: an object too many, wrong, missing or misbound
@@ -99,6 +100,13 @@ def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 
             img = resize(img, objs, rng)
         img = global_noise(img, rng)
         return img, spec.prompt, passes(img, spec), "edited scene"
+    if blobs and rng.random() < blobs:  # the prompt's scene as a generator draws it: lumps of the right colours
+        objs = layout(spec, rng)
+        img = draw(objs)
+        for o in [o for o in objs if rng.random() < 0.7] or [rng.choice(objs)]:
+            img = blob(img, objs, rng, o)
+        img = global_noise(img, rng)
+        return img, spec.prompt, passes(img, spec), "blobs"
     objs = layout(spec, rng)
     img = draw(objs)
     if resized and rng.random() < resized:  # shapes at the sizes and aspects a generator draws them
@@ -134,7 +142,7 @@ def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np
     """(images, texts, yes/no labels, grounding targets per image token, or None when grounding is off)."""
     rng = random.Random(f"und/{cfg.seed}/{step}")
     ex = [und_example(rng, training_spec(cfg.seed + 1, step * cfg.und_batch + i), cfg.und_resized, cfg.und_edited,
-                      tuple(cfg.und_edits), cfg.und_resize_each)
+                      tuple(cfg.und_edits), cfg.und_resize_each, cfg.und_blobs)
           for i in range(cfg.und_batch)]
     imgs, texts, labels, _ = zip(*ex)
     targets = None

@@ -5,7 +5,8 @@ Three families, all made from renders only (never from a model's generations):
 - scene-side: a scene with one object added, changed or removed, or two objects' shapes swapped (`edit_scene`),
   as generators err;
 - image-side: corruptions of a render (a broken, smeared, dimmed, recoloured or misshapen object,
-  a stray blob, an elastic warp, blur and noise over the whole image).
+  a stray blob, an elastic warp, blur and noise over the whole image), and objects redrawn at other sizes
+  (`resize`) or as a generator's lumpy blobs (`blob`).
 A corrupted image is labelled by the world's own rules (`passes`), so a mild corruption that still
 meets the prompt is a positive: the model learns where the boundary lies, not that "noisy = wrong".
 """
@@ -162,6 +163,33 @@ def resize(img: np.ndarray, objs: list[Placed], rng: random.Random, o: Placed | 
     mask = np.zeros((CANVAS, CANVAS), bool)
     ys, xs = slice(max(y0, 0), min(y0 + h, CANVAS)), slice(max(x0, 0), min(x0 + w, CANVAS))
     mask[ys, xs] = shape_mask(shape, w, h)[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    img[mask] = COLORS[o.color]
+    return img
+
+
+def blob(img: np.ndarray, objs: list[Placed], rng: random.Random, o: Placed) -> np.ndarray:
+    """Redraw object `o` as a lumpy blob of its colour about its centre: a superellipse (exponent from diamond to
+    square, usually near the object's own shape) roughened by smooth noise, at any size and aspect. This is how
+    an undertrained generator draws, and where the world's rules are least obvious: any compact blob of low
+    fill is a "triangle", a lump is a "circle" only above 0.66 fill. Labelled by those rules, both ways."""
+    sl = _obj_slice(o)
+    img[sl][img[sl].any(-1)] = 0
+    own = {"triangle": (0.6, 1.2), "circle": (1.6, 2.6), "square": (3.0, 8.0)}[o.shape]
+    p = rng.uniform(*own) if rng.random() < 0.6 else rng.uniform(0.6, 8.0)
+    w = rng.randint(4, 15)
+    h = min(max(round(w * 2 ** rng.uniform(-0.9, 0.9)), 4), 15)
+    r = np.random.default_rng(rng.getrandbits(32))
+    noise = ndimage.gaussian_filter(r.normal(0, 1, (h, w)), rng.uniform(0.7, 2.0))
+    noise *= rng.uniform(0.0, 0.8) / (noise.std() + 1e-8)
+    y, x = (np.mgrid[0:h, 0:w] + 0.5) / np.array([h, w])[:, None, None] * 2 - 1
+    box = np.abs(x) ** p + np.abs(y) ** p + noise <= 1.0
+    if o.shape == "triangle" and rng.random() < 0.5:  # or a lumpy triangle proper
+        box = shape_mask("triangle", w, h) & (noise * 0.5 <= rng.uniform(0.0, 0.3))
+    cx, cy = o.centre
+    x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
+    ys, xs = slice(max(y0, 0), min(y0 + h, CANVAS)), slice(max(x0, 0), min(x0 + w, CANVAS))
+    mask = np.zeros((CANVAS, CANVAS), bool)
+    mask[ys, xs] = box[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     img[mask] = COLORS[o.color]
     return img
 

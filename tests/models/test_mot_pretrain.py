@@ -140,10 +140,13 @@ def test_understanding_examples_name_their_kind():
     assert kinds == {"resized", "render", "perturbed prompt", "perturbed scene", "corrupted", "crop"}
     kinds = collections.Counter(und_example(random.Random(i), training_spec(3, i), 0.3, edited=0.5)[3] for i in range(200))
     assert 70 < kinds["edited scene"] < 130 and len(kinds) == 7
+    blobs = [und_example(random.Random(i), training_spec(3, i), 0.3, blobs=1.0) for i in range(40)]
+    assert {e[3] for e in blobs} == {"blobs"}
+    assert 0 < sum(e[2] for e in blobs) < 40  # labelled by the rules: some lumps still pass
 
 
 def test_new_example_options_off_replay_earlier_stages_exactly():
-    """und_edited and und_resize_each at 0 draw nothing from the example's generator, so configs from before them
+    """und_edited, und_blobs and und_resize_each at 0 draw nothing from the example's generator, so configs from before them
     make the same batches."""
     import random
 
@@ -151,7 +154,7 @@ def test_new_example_options_off_replay_earlier_stages_exactly():
     from srum.world import training_spec
 
     for i in range(20):
-        a, b = und_example(random.Random(i), training_spec(3, i), 0.3), und_example(random.Random(i), training_spec(3, i), 0.3, 0.0)
+        a, b = und_example(random.Random(i), training_spec(3, i), 0.3), und_example(random.Random(i), training_spec(3, i), 0.3, 0.0, blobs=0.0)
         assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
     # und_resize_each redraws objects on their own chances: other images, still labelled by the rules
     each = [und_example(random.Random(i), training_spec(3, i), 1.0, resize_each=1.0) for i in range(20)]

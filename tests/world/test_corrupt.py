@@ -3,7 +3,7 @@ import random
 import numpy as np
 
 from srum.world import SHAPES, detect, layout, parse, passes
-from srum.world.corrupt import edit_scene, global_noise, resize, warp
+from srum.world.corrupt import blob, edit_scene, global_noise, resize, warp
 from srum.world.render import draw
 from srum.world.spec import COLORS, SHAPE_MASKS, shape_mask
 
@@ -114,3 +114,20 @@ def test_resize_redraws_the_object_it_is_given_and_no_other():
         x0, y0, x1, y1 = other.box
         assert np.array_equal(before[y0:y1, x0:x1], after[y0:y1, x0:x1])
         assert set(map(tuple, after[after.any(-1)])) <= {COLORS["red"], COLORS["blue"]}
+
+
+def test_blob_redraws_one_object_in_its_colour_and_the_rules_decide():
+    """A blob replaces only the object given, in that object's colour; whether it still is that shape is the
+    world's call (fill and aspect), so over many draws some pass and some fail."""
+    spec = parse("a red triangle to the left of a blue circle")
+    verdicts = []
+    for seed in range(60):
+        rng = random.Random(seed)
+        objs = layout(spec, rng)
+        before = draw(objs)
+        after = blob(before.copy(), objs, rng, objs[1])
+        x0, y0, x1, y1 = objs[0].box
+        assert np.array_equal(before[y0:y1, x0:x1], after[y0:y1, x0:x1])
+        assert set(map(tuple, after[after.any(-1)])) <= {COLORS["red"], COLORS["blue"]}
+        verdicts.append(passes(after, spec))
+    assert 5 < sum(verdicts) < 55
