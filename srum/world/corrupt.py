@@ -154,15 +154,21 @@ def resize(img: np.ndarray, objs: list[Placed], rng: random.Random, o: Placed | 
     its centre. The world's shapes are told apart by fill and aspect, not size: a small or stretched circle is
     still a circle when its pixels say so. Renders only ever show 10 px objects, and a generator's blobs are of any size."""
     o = o or rng.choice(objs)
-    sl = _obj_slice(o)
-    img[sl][img[sl].any(-1)] = 0
     shape = o.shape if rng.random() < 0.7 else rng.choice(SHAPES)
     w, h = rng.randint(4, 14), rng.randint(4, 14)
+    return _redraw(img, o, shape_mask(shape, w, h))
+
+
+def _redraw(img: np.ndarray, o: Placed, box: np.ndarray) -> np.ndarray:
+    """Erase object o and paint the (h, w) mask `box` in its colour, centred where it was (clipped at the canvas)."""
+    sl = _obj_slice(o)
+    img[sl][img[sl].any(-1)] = 0
+    h, w = box.shape
     cx, cy = o.centre
     x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
     mask = np.zeros((CANVAS, CANVAS), bool)
     ys, xs = slice(max(y0, 0), min(y0 + h, CANVAS)), slice(max(x0, 0), min(x0 + w, CANVAS))
-    mask[ys, xs] = shape_mask(shape, w, h)[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    mask[ys, xs] = box[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     img[mask] = COLORS[o.color]
     return img
 
@@ -172,8 +178,6 @@ def blob(img: np.ndarray, objs: list[Placed], rng: random.Random, o: Placed) -> 
     square, usually near the object's own shape) roughened by smooth noise, at any size and aspect. This is how
     an undertrained generator draws, and where the world's rules are least obvious: any compact blob of low
     fill is a "triangle", a lump is a "circle" only above 0.66 fill. Labelled by those rules, both ways."""
-    sl = _obj_slice(o)
-    img[sl][img[sl].any(-1)] = 0
     own = {"triangle": (0.6, 1.2), "circle": (1.6, 2.6), "square": (3.0, 8.0)}[o.shape]
     p = rng.uniform(*own) if rng.random() < 0.6 else rng.uniform(0.6, 8.0)
     w = rng.randint(4, 15)
@@ -185,13 +189,7 @@ def blob(img: np.ndarray, objs: list[Placed], rng: random.Random, o: Placed) -> 
     box = np.abs(x) ** p + np.abs(y) ** p + noise <= 1.0
     if o.shape == "triangle" and rng.random() < 0.5:  # or a lumpy triangle proper
         box = shape_mask("triangle", w, h) & (noise * 0.5 <= rng.uniform(0.0, 0.3))
-    cx, cy = o.centre
-    x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
-    ys, xs = slice(max(y0, 0), min(y0 + h, CANVAS)), slice(max(x0, 0), min(x0 + w, CANVAS))
-    mask = np.zeros((CANVAS, CANVAS), bool)
-    mask[ys, xs] = box[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
-    img[mask] = COLORS[o.color]
-    return img
+    return _redraw(img, o, box)
 
 
 def smear(img: np.ndarray, objs: list[Placed], rng: random.Random) -> np.ndarray:
