@@ -134,7 +134,7 @@ def test_understanding_examples_name_their_kind():
     import random
 
     from srum.models.mot_pretrain import und_example
-    from srum.world import training_spec
+    from srum.world import parse, passes, training_spec
 
     kinds = {und_example(random.Random(i), training_spec(3, i), resized=0.3)[3] for i in range(200)}
     assert kinds == {"resized", "render", "perturbed prompt", "perturbed scene", "corrupted", "crop"}
@@ -142,7 +142,8 @@ def test_understanding_examples_name_their_kind():
     assert 70 < kinds["edited scene"] < 130 and len(kinds) == 7
     blobs = [und_example(random.Random(i), training_spec(3, i), 0.3, blobs=1.0) for i in range(40)]
     assert {e[3] for e in blobs} == {"blobs"}
-    assert 0 < sum(e[2] for e in blobs) < 40  # labelled by the rules: some lumps still pass
+    assert all(label == passes(img, parse(text)) for img, text, label, _ in blobs)  # labelled by the world's rules
+    assert 0 < sum(e[2] for e in blobs) < 40  # and some lumps still pass
 
 
 def test_new_example_options_off_replay_earlier_stages_exactly():
