@@ -53,7 +53,7 @@ class PretrainConfig(BaseModel):
     und_resize_each: float = Field(0.0, ge=0, le=1)  # resized examples: each object redrawn with this chance (0: one or two)
     und_edited: float = Field(0.0, ge=0, le=1)  # share whose scene has an object added, changed or removed (edit_scene)
     und_blobs: float = Field(0.0, ge=0, le=1)  # share whose objects are redrawn as a generator's lumpy blobs (blob)
-    und_edits: list[Literal["add", "change", "remove", "swap"]] = Field(default_factory=lambda: list(EDITS[:3]), min_length=1)
+    und_edits: list[Literal[EDITS]] = Field(default_factory=lambda: list(EDITS[:3]), min_length=1)
     ground_coef: float = Field(0.0, ge=0)  # weight of the dense grounding loss (needs model.und_grounding); 0 = off
     ema: float = 0.999
     checkpoint_every: int = 250
@@ -98,26 +98,23 @@ def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 
         img = draw(objs)
         if rng.random() < 0.5:
             img = resize(img, objs, rng)
-        img = global_noise(img, rng)
-        return img, spec.prompt, passes(img, spec), "edited scene"
+        return _judged(img, spec, rng, "edited scene")
     if blobs and rng.random() < blobs:  # the prompt's scene as a generator draws it: lumps of the right colours
         objs = layout(spec, rng)
         img = draw(objs)
-        for o in [o for o in objs if rng.random() < 0.7] or [rng.choice(objs)]:
+        for o in _each(objs, rng, 0.7):
             img = blob(img, objs, rng, o)
-        img = global_noise(img, rng)
-        return img, spec.prompt, passes(img, spec), "blobs"
+        return _judged(img, spec, rng, "blobs")
     objs = layout(spec, rng)
     img = draw(objs)
     if resized and rng.random() < resized:  # shapes at the sizes and aspects a generator draws them
         if resize_each:  # each object on its own, as a generator draws every object at its own size
-            for o in [o for o in objs if rng.random() < resize_each] or [rng.choice(objs)]:
+            for o in _each(objs, rng, resize_each):
                 img = resize(img, objs, rng, o)
         else:
             for _ in range(rng.choice([1, 1, 2])):
                 img = resize(img, objs, rng)
-        img = global_noise(img, rng)
-        return img, spec.prompt, passes(img, spec), "resized"
+        return _judged(img, spec, rng, "resized")
     r = rng.random()
     if r < 0.40:  # the render itself, under benign noise
         kind, img, text = "render", global_noise(img, rng), spec.prompt
@@ -136,6 +133,17 @@ def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 
         c, s = (o.color, o.shape) if rng.random() < 0.6 else (rng.choice(list(COLORS)), rng.choice(SHAPES))
         kind, text = "crop", f"a {c} {s}"
     return img, text, passes(img, parse(text)), kind
+
+
+def _each(objs: list, rng: random.Random, chance: float) -> list:
+    """Each object with this chance, and one drawn at random if none was: a redraw always changes something."""
+    return [o for o in objs if rng.random() < chance] or [rng.choice(objs)]
+
+
+def _judged(img: np.ndarray, spec, rng: random.Random, kind: str) -> tuple[np.ndarray, str, bool, str]:
+    """An example of a whole scene asked about its own prompt: under benign noise, labelled by the world's rules."""
+    img = global_noise(img, rng)
+    return img, spec.prompt, passes(img, spec), kind
 
 
 def und_batch(cfg: PretrainConfig, step: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
