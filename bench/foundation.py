@@ -1,15 +1,16 @@
-"""Issue 3 figures for a checkpoint (default: the shipped built-in), printed as JSON.
+"""The figures of a checkpoint (default: the shipped built-in), printed as JSON (and written with --out).
 
 (a) understanding: balanced accuracy of "P(yes) > 0.5" against the oracle, on the model's own
-    generations for the held-out set (300 prompts x K images; K = 8 by default, 2,400 images: the generator
-    passes 1-3 % of its images, so 300 x 4 holds only 10-20 passing ones, each worth 5-9 points of the
-    true-positive rate);
-(b) generation: CompWorld-Bench per category and overall on those same images, and the gap to (a);
+    generations for the held-out set (300 prompts x K images; K = 8 by default, 2,400 images);
+(b) generation: CompWorld-Bench per category and overall on those same images, at the model's default
+    sampling, and the understanding-generation gap (a) - (b);
 (c) pretraining wall time and peak memory (recorded when the checkpoint was trained), generation
-    and understanding images/s on this machine (median of --runs timings);
-plus the world checks: every render of 1,000 seeded prompts passes; one swapped colour fails.
+    and understanding images/s on this machine (median of --runs timings; for an autoregressive model also
+    without its KV cache, and the ratio of the two measured in the same run);
+plus the world checks: every render of 1,000 seeded prompts passes; one swapped colour fails; and for a
+model with a VQ tokenizer, the share of 1,000 seeded renders that still pass after encode + decode.
 
-    python bench/foundation.py [--model builtin|DIR] [--images-per-prompt 8] [--runs 3] [--seed 0]
+    python bench/foundation.py [--model builtin|DIR] [--images-per-prompt 8] [--runs 3] [--seed 0] [--out F.json]
 """
 
 from __future__ import annotations
@@ -19,24 +20,25 @@ import collections
 import json
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from srum.evaluate import bench_score, generate_images
-from srum.models import SampleOptions, load_model, model_dir
-from srum.world import COLORS, check, failure, heldout_set, parse, passes, render, sample_prompt
-
-
-def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """Mean of the true-positive and true-negative rates; undefined (None) when a class is absent."""
-    pos, neg = int(truth.sum()), int((~truth).sum())
-    tpr = float((pred & truth).sum() / pos) if pos else None
-    tnr = float((~pred & ~truth).sum() / neg) if neg else None
-    bal = round((tpr + tnr) / 2, 4) if pos and neg else None
-    return {"balanced_accuracy": bal, "true_positive_rate": tpr and round(tpr, 4),
-            "true_negative_rate": tnr and round(tnr, 4), "positives": pos, "negatives": neg}
+from srum.evaluate import balanced_accuracy, bench_score, generate_images
+from srum.models import load_model, model_dir, weights_sha256
+from srum.world import (
+    COLORS,
+    check,
+    failure,
+    heldout_set,
+    parse,
+    passes,
+    render,
+    sample_prompt,
+)
 
 
 def world_checks(n: int = 1000) -> dict:
@@ -53,21 +55,44 @@ def world_checks(n: int = 1000) -> dict:
 
 
 def throughput(model, runs: int) -> dict:
+    """Images/s at batch 64 (median of `runs`); for an autoregressive model also without the KV cache, with the
+    ratio taken within each run (the machine is noisy: a ratio of medians from different minutes is not)."""
     prompts = [s.prompt for s in heldout_set()[:64]]
-    opts = SampleOptions()
-    gen, und = [], []
+    cached = hasattr(model, "encode")  # the janus backend: image tokens, a KV cache
+    gen, nocache, ratio, und = [], [], [], []
     for r in range(runs):
         t = time.perf_counter()
-        imgs = model.decode(model.sample_latents(prompts, torch.Generator().manual_seed(r), opts))
+        imgs, _ = model.sample(prompts, r)
         gen.append(len(prompts) / (time.perf_counter() - t))
+        if cached:
+            t = time.perf_counter()
+            model.sample(prompts, r, kv_cache=False)
+            nocache.append(len(prompts) / (time.perf_counter() - t))
+            ratio.append(gen[-1] / nocache[-1])
         batch = np.repeat(imgs, 4, axis=0)
         t = time.perf_counter()
         model.judge_yes_prob(batch, [model.question(p) for p in prompts for _ in range(4)])
         und.append(len(batch) / (time.perf_counter() - t))
-    return {"generation_images_per_s": round(statistics.median(gen), 2),
-            "generation_setting": f"batch 64, {opts.steps} Euler steps, CFG {opts.cfg_scale}",
-            "understanding_images_per_s": round(statistics.median(und), 1),
-            "understanding_setting": "batch 256, one yes/no forward", "runs": runs, "threads": torch.get_num_threads()}
+    out = {"generation_images_per_s": round(statistics.median(gen), 2),
+           "generation_setting": f"batch 64, {model.default_sampling}",
+           "understanding_images_per_s": round(statistics.median(und), 1),
+           "understanding_setting": "256 images, one yes/no forward each", "runs": runs, "threads": torch.get_num_threads()}
+    if cached:
+        out |= {"generation_images_per_s_without_kv_cache": round(statistics.median(nocache), 2),
+                "kv_cache_speedup_per_run": [round(x, 2) for x in ratio], "kv_cache_speedup_median": round(statistics.median(ratio), 2)}
+    return out
+
+
+def tokenizer_check(model, n: int = 1000) -> dict | None:
+    """Renders of n seeded prompts, encoded and decoded by the model's VQ: the share that still pass."""
+    if not hasattr(model, "encode"):
+        return None
+    rng = random.Random(2027)
+    specs = [sample_prompt(rng) for _ in range(n)]
+    images = np.stack([render(s, rng) for s in specs])
+    back = np.concatenate([model.decode(model.encode(images[i : i + 100])) for i in range(0, n, 100)])
+    return {"renders": n, "passing_after_round_trip": int(sum(passes(b, s) for b, s in zip(back, specs))),
+            "pass_rate": round(float(np.mean([passes(b, s) for b, s in zip(back, specs)])), 4)}
 
 
 def main() -> None:
@@ -76,10 +101,14 @@ def main() -> None:
     ap.add_argument("--images-per-prompt", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
+    torch.set_num_threads(2)
     model = load_model(args.model)
     specs = heldout_set()
-    flat, images = generate_images(model, specs, args.images_per_prompt, args.seed, SampleOptions())
+    t0 = time.perf_counter()
+    flat, images = generate_images(model, specs, args.images_per_prompt, args.seed)
+    generate_s = time.perf_counter() - t0
     verdicts = [check(img, s) for s, img in zip(flat, images)]
     truth = np.array([ok for ok, _ in verdicts])
     p_yes = model.judge_yes_prob(images, [model.question(s.prompt) for s in flat])
@@ -89,17 +118,23 @@ def main() -> None:
     understanding["false_positives_by_failure"] = dict(accepted.most_common())
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
     stats = model_dir(args.model) / "pretrain_stats.json"
-    print(json.dumps({
-        "model": args.model,
+    result = {
+        "command": "python bench/foundation.py " + " ".join(sys.argv[1:]),
+        "model": args.model, "weights_sha256": weights_sha256(args.model)[:12], "seed": args.seed,
         "images": len(flat), "prompts": len(specs), "images_per_prompt": args.images_per_prompt,
         "understanding_on_own_generations": understanding,
         "generation_compworld_bench": generation,
         "gap_understanding_minus_generation": (None if understanding["balanced_accuracy"] is None
                                                else round(understanding["balanced_accuracy"] - generation["overall"], 4)),
         "pretraining": json.loads(stats.read_text()) if stats.exists() else None,
+        "generate_seconds": round(generate_s, 1),
         "speed_2_cores": throughput(model, args.runs),
+        "tokenizer": tokenizer_check(model),
         "world": world_checks(),
-    }, indent=2))
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

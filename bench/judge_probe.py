@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from foundation import balanced_accuracy  # bench/, beside this script
 
-from srum.evaluate import generate_images
+from srum.evaluate import balanced_accuracy, generate_images
 from srum.io import load_tensors
 from srum.models import SampleOptions, load_model, weights_sha256
-from srum.models.mot_pretrain import raw_weights, region_objects, token_objects, und_example
+from srum.models.mot_pretrain import raw_weights, region_objects, token_objects
 from srum.world import heldout_set, passes, training_spec
+from srum.world.examples import und_example
 from srum.world.oracle import MAP_COLORS, MAP_SHAPES
 
 CACHE = Path("runs/judge_probe")

@@ -24,8 +24,15 @@ import numpy as np
 import ray
 import torch
 
-from srum.actors.driver import NAMESPACE, RayEngine, start_local_ray
-from srum.actors.weights import BroadcastGroup, Published, SlotRing, StagingBuffers, fetch, host_store
+from srum.actors.driver import RayEngine, start_local_ray
+from srum.actors.weights import (
+    BroadcastGroup,
+    Published,
+    SlotRing,
+    StagingBuffers,
+    fetch,
+    host_store,
+)
 from srum.config import TrainConfig, load_config
 from srum.models import load_model
 from srum.stages import JudgeStage, LearnerStage, RolloutStage
@@ -266,8 +273,8 @@ def broadcast_table(runs: int, transports=("shared_memory", "object_store", "col
 
 def to_markdown(r: dict) -> str:
     a = r["a_stand_in"]
-    lines = ["# Ray engine benchmarks (2-core machine)", "", f"Command: `python bench/ray_pipeline.py --runs {r['runs']}`; "
-             "medians of the runs; rates are steady-state (from learner step 5 on).", "",
+    lines = ["# Ray engine benchmarks (2-core machine)", "", (f"Command: `python bench/ray_pipeline.py --runs {r['runs']}`; "
+             "medians of the runs; rates are steady-state (from learner step 5 on)."), "",
              "## (a) Pipeline efficiency, stand-in stages (sleep, no CPU): srum's own overhead", "",
              f"Stand-in seconds per batch of {a['batch']}: {a['stand_in_seconds_per_batch']}.", "",
              "| generators | max_staleness | samples/s | slowest stage samples/s | efficiency |", "|---|---|---|---|---|"]
@@ -276,20 +283,20 @@ def to_markdown(r: dict) -> str:
         lines.append(f"| {n} | {x['max_staleness']} | {x['samples_per_s_median']} | {x['slowest_stage_samples_per_s']} | **{x['efficiency']}** |")
     m = r["a_real_model"]
     lines += ["", "## (a) Pipeline efficiency, real tiny model (1 generator, 1 judge, 1 learner, 1 thread each, 2 shared cores)", "",
-              f"Isolated stage throughput (samples/s, 1 thread): {m['isolated']}. End to end: {m['samples_per_s_median']} samples/s; "
-              f"efficiency {m['efficiency']} (the three actors share 2 cores, so the slowest stage cannot run at its isolated speed).", "",
+              (f"Isolated stage throughput (samples/s, 1 thread): {m['isolated']}. End to end: {m['samples_per_s_median']} samples/s; "
+              f"efficiency {m['efficiency']} (the three actors share 2 cores, so the slowest stage cannot run at its isolated speed)."), "",
               "## (b) Streaming vs lock-step vs offline (equal samples, real tiny model)", "", "| mode | samples/s |", "|---|---|"]
     for k, v in r["b_modes"].items():
         lines.append(f"| {k} | {v['samples_per_s_median']} |")
     lines += ["", "## (c) Weight broadcast (srum's transports: shared-memory ring, object store, collective broadcast)", "",
-              "Transport = the publish (a copy into a ring slot, or a put into the object store) plus the slowest reader's "
+              ("Transport = the publish (a copy into a ring slot, or a put into the object store) plus the slowest reader's "
               "fetch and load, timed inside the actors (collective: the slowest member's broadcast call, gloo over loopback TCP "
               "here; on GPUs the same code runs NCCL): the cost a version adds to a run, where generators get the handle with "
               "their next generate call and make no call of their own. Transport ratio = plain-copy seconds / transport seconds "
               "(the target: >= 0.5). Seconds = the same seen from the driver, with the dispatch of one publish call and one load "
               "call per reader (about 4 ms of Ray call latency here, which no transport can remove). Generators use the buffer in "
               "place (shared view); a replica that owns its weights copies it. Rows: median (by transport seconds) of the runs, "
-              "each the median of 20 versions after 8 warm-up versions.", "",
+              "each the median of 20 versions after 8 warm-up versions."), "",
               "| transport: buffer, readers, load | transport s | plain copy s | transport ratio | GB/s per reader (transport) | seconds incl. calls | ratio incl. calls |",
               "|---|---|---|---|---|---|---|"]
     for k, v in r["c_broadcast"].items():

@@ -10,7 +10,6 @@ or measures a running server with --url.
 """
 
 import argparse
-import base64
 import http.client
 import json
 import math
@@ -100,21 +99,21 @@ def markdown(res: dict) -> str:
     lines = ["# `srum serve` under load (issue 6, part 3)", "",
              f"Measured on {res['machine']}, {res['date']}, with", "", f"    {res['command']}", "",
              f"Load average (1, 5, 15 min) before the run: {', '.join(map(str, res['load_average_before']))}.", "",
-             f"Model: {res['model']}; sampler {res['sampling']}; Ray Serve autoscaling 1..{res['replicas_max']} replicas "
+             (f"Model: {res['model']}; sampler {res['sampling']}; Ray Serve autoscaling 1..{res['replicas_max']} replicas "
              f"per model deployment (target 2 ongoing requests each); {res['requests']} requests per level, "
-             "after a warm-up; one keep-alive HTTP connection per client thread, loopback.", "",
+             "after a warm-up; one keep-alive HTTP connection per client thread, loopback."), "",
              "| route | clients | requests/s | p50 ms | p99 ms | max ms | status | replicas after |", "|---|---|---|---|---|---|---|---|"]
     for path, rows in res["results"].items():
         for r in rows:
             reps = ", ".join(f"{k} {v}" for k, v in r["replicas_after"].items())
             status = ", ".join(f"{k}: {v}" for k, v in r["status"].items())
             lines.append(f"| {path} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {status} | {reps} |")
-    lines += ["", "Each model replica computes one request at a time on one torch thread (requests wait in the replica), "
+    lines += ["", ("Each model replica computes one request at a time on one torch thread (requests wait in the replica), "
               "so latency grows with the queue while throughput stays near one replica's rate until the autoscaler "
               "adds a replica: it acts after 3 s of load and a new replica needs a few seconds to load the model, so a "
               "level that lasts only a few seconds ends before the new replica helps. `replicas after` counts the "
               "running replicas when a level ends. On 2 cores the client threads, the HTTP proxy, the ingress and the "
-              "replicas share the CPU with whatever else runs (see the load average)."]
+              "replicas share the CPU with whatever else runs (see the load average).")]
     return "\n".join(lines) + "\n"
 
 

@@ -1,132 +1,170 @@
-"""Issue 4 figures: CompWorld-Bench of the base model versus SRUM after a fixed training budget, and
-the ablations, all from the same config, seeds and budget. Prints JSON; writes
-docs/results/srum_compworld.{json,md} (merging with variants measured earlier).
+"""Issue 18: SRUM on the built-in against its base and a control, on CompWorld-Bench. Writes
+docs/results/srum_compworld.{json,md} and prints JSON rows as they finish.
 
-    python bench/srum_compworld.py [--config configs/srum-compworld.yaml] [--budget-min 20]
-                                   [--variants srum,global_only,...] [--out runs/bench]
-                                   [--categories single,shape --images-per-prompt 16]
+    python bench/srum_compworld.py [--config configs/srum-compworld.yaml] [--budget-min 20] [--rows srum,uniform,...]
+                                   [--seeds 0,1,2] [--one-seed 0] [--images-per-prompt 8] [--out runs/bench]
 
---categories restricts training prompts (training stream, never held-out prompts) and evaluation (the
-held-out prompts of those categories) to some categories, where a weak generator has something to
-improve; its results go to docs/results/srum_compworld_<categories>.{json,md}.
+Every row is the same configuration and budget with one change (ROWS); `srum` and its control `uniform` (the same
+update on the model's own samples with every weight 1: self-imitation alone) run with --seeds, the other rows
+with --one-seed. A run's training stops at the time budget (its checkpoint, then the evaluation); each run directory
+keeps its results, so an interrupted bench resumes where it was, and rows can be added later (same base weights).
+
+At every evaluation (300 held-out prompts x K images, the same evaluation seed for all, so rows are paired):
+CompWorld-Bench overall and per category, and the frozen judge's view of the same images — its mean global score
+and its balanced accuracy against the oracle — so a policy that learned to fool its judge would show it.
+Error reduction = (after - before) / (1 - before). The gap = the judge's balanced accuracy - the generator's score.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 from srum.config import TrainConfig, load_config
-from srum.engine import LocalEngine, EVAL_SAMPLING
+from srum.engine import LocalEngine
 from srum.evaluate import run_eval
 from srum.models import load_model, weights_sha256
-from srum.io import write_jsonl
-from srum.stages import latest_checkpoint
-from srum.world import CATEGORIES, heldout_set, training_spec
+from srum.world import CATEGORIES, heldout_set
 
-VARIANTS = {
+ROWS = {
     "srum": [],
+    "uniform": ["reward.map=uniform"],
     "global_only": ["reward.use_local=false"],
     "local_only": ["reward.use_global=false"],
     "lambda_0": ["learner.kl_coef=0"],
     "binarized": ["reward.binarize=true"],
     "signed_map": ["reward.map=signed"],
-    "centred": ["reward.centre=true"],  # paper map minus its batch mean: signed advantages
-    "rollout_20_steps": ["rollout.sampling.steps=20"],  # roll out with the evaluation's sampler
+    "centred_prompt": ["reward.centre=prompt"],
+    "srum_ray": ["engine=ray", "ray.max_staleness=1"],
 }
+SEEDED = ("srum", "uniform")  # the claim and its control: every seed; the others one seed unless asked
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-HAND_WRITTEN = "\n## What each row shows"  # written by hand under the table; kept while the rows are the same weights'
 
 
-def summarise(report: dict, base: float | None = None) -> dict:
-    row = {"overall": report["overall"], **report["categories"], "judge_mean_global": report.get("judge_mean_global")}
-    if base is not None:
-        row["gain_points"] = round(100 * (report["overall"] - base), 2)
-        row["error_reduction"] = round((report["overall"] - base) / (1 - base), 4) if base < 1 else None
-    return row
+def evaluate_base(cfg: TrainConfig, k: int, out: Path) -> dict:
+    f = out / "base" / "report.json"
+    if f.exists():
+        return json.loads(f.read_text())
+    model = load_model(cfg.model)
+    return run_eval(model, heldout_set()[: cfg.eval.prompts], k, out / "base", cfg.eval.seed, cfg.eval.sampling.options(),
+                    save_images=False, judge_model=model)
+
+
+def run_row(config: Path, name: str, seed: int, budget: float, k: int, out: Path) -> dict:
+    run = out / f"{name}_seed{seed}"
+    if (run / "results.json").exists():
+        return json.loads((run / "results.json").read_text())
+    sets = ROWS[name] + [f"seed={seed}", f"time_budget_min={budget}", "eval.at_start=false", f"eval.images_per_prompt={k}"]
+    cfg = load_config(TrainConfig, config, sets)
+    if cfg.engine == "ray":
+        from srum.actors.driver import RayEngine
+
+        return RayEngine(cfg, run, log=lambda *_: None).run()
+    return LocalEngine(cfg, run, log=lambda *_: None).run()
+
+
+def summary(report: dict) -> dict:
+    judge = report.get("judge_on_these_images", {})
+    return {"overall": report["overall"], **report["categories"], "judge_mean_global": report.get("judge_mean_global"),
+            "judge_balanced_accuracy": judge.get("balanced_accuracy"), "judge_tpr": judge.get("true_positive_rate"),
+            "judge_tnr": judge.get("true_negative_rate")}
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    m = statistics.fmean(values)
+    return round(m, 4), (round(statistics.stdev(values) / len(values) ** 0.5, 4) if len(values) > 1 else None)
+
+
+def aggregate(runs: list[dict], base: float) -> dict:
+    """Mean (and standard error over seeds) of every figure of a row's runs."""
+    rows = [summary(r["final"]) | {"steps": r["steps_done"], "train_seconds": r["train_seconds"],
+                                   "samples_per_s": r.get("ray", {}).get("samples_per_s", r.get("samples_per_s"))} for r in runs]
+    out = {"seeds": len(rows)}
+    for key in rows[0]:
+        vals = [row[key] for row in rows if row.get(key) is not None]
+        if vals:
+            out[key], se = mean_se(vals)
+            if se is not None:
+                out[f"{key}_se"] = se
+    er = [(row["overall"] - base) / (1 - base) for row in rows]
+    out["error_reduction"], se = mean_se(er)
+    if se is not None:
+        out["error_reduction_se"] = se
+    out["gain_points"] = round(100 * (out["overall"] - base), 2)
+    if out.get("judge_balanced_accuracy") is not None:
+        out["gap"] = round(out["judge_balanced_accuracy"] - out["overall"], 4)
+    return out
+
+
+def markdown(res: dict) -> str:
+    b = res["base"]
+    cols = ["overall", *CATEGORIES, "error_reduction", "gain_points", "judge_mean_global", "judge_balanced_accuracy", "gap",
+            "steps", "samples_per_s"]
+    lines = [(f"# SRUM on CompWorld-Bench: the built-in Janus, {res['eval_prompts']} held-out prompts x {res['images_per_prompt']} "
+             f"images, {res['budget_min']} min of training on {res['machine']}"), "",
+             (f"Produced by `{res['command']}` (weights {res['model_sha256']}). Mean over seeds, ± one standard error where a row "
+             "has several. `judge_*`: the frozen judge (the initial model's understanding) on the same images: its mean global "
+             "score and its balanced accuracy against the oracle (reward hacking would raise the first and lower the second). "
+             "`gap`: the judge's balanced accuracy minus the generator's score."), "",
+             "| row | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+
+    def cell(row, c):
+        v = row.get(c)
+        if v is None:
+            return ""
+        se = row.get(f"{c}_se")
+        return f"{v} ± {se}" if se is not None else str(v)
+
+    lines.append("| base | 1 | " + " | ".join(cell(b, c) for c in cols) + " |")
+    for name, row in res["rows"].items():
+        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cell(row, c) for c in cols) + " |")
+    lines += ["", "Rows: " + "; ".join(f"`{n}`: {' '.join(ROWS[n]) or 'the default configuration'}" for n in res["rows"]), ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=Path("configs/srum-compworld.yaml"))
     ap.add_argument("--budget-min", type=float, default=20.0)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--rows", default="srum,uniform,global_only,local_only,lambda_0,binarized,signed_map,centred_prompt,srum_ray")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--one-seed", type=int, default=0)
+    ap.add_argument("--images-per-prompt", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
-    ap.add_argument("--categories", help="comma-separated: train and evaluate on these categories only")
-    ap.add_argument("--images-per-prompt", type=int, help="overrides eval.images_per_prompt")
     args = ap.parse_args()
     cfg = load_config(TrainConfig, args.config)
-    e = cfg.eval
-    k = args.images_per_prompt or e.images_per_prompt
-    specs, extra, stem = heldout_set()[: e.prompts], [], "srum_compworld"
-    if args.categories:
-        cats = args.categories.split(",")
-        if unknown := sorted(set(cats) - set(CATEGORIES)):
-            ap.error(f"--categories: unknown {unknown}; known: {', '.join(CATEGORIES)}")
-        specs = [s for s in heldout_set() if s.category in cats]
-        extra = [f"rollout.prompts={category_prompts(cats, cfg.seed, args.out / 'train_prompts.jsonl')}", "eval.at_end=false"]
-        stem += "_" + "_".join(cats)
-    old = json.loads((RESULTS / f"{stem}.json").read_text()) if (RESULTS / f"{stem}.json").exists() else {}
-    weights = model_sha256(cfg.model)
-    if old.get("model_sha256") != weights:  # rows of another checkpoint: never one table with this base
-        old = {}
-    judge = load_model(cfg.model)
-    base_report = run_eval(load_model(cfg.model), specs, k, args.out / "base", e.seed,
-                           EVAL_SAMPLING, save_images=False, judge_model=judge)
+    k = args.images_per_prompt
+    base_report = evaluate_base(cfg, k, args.out)
     base = base_report["overall"]
-    rows = {"base": summarise(base_report)}
-    for name in args.variants.split(","):
-        vcfg = load_config(TrainConfig, args.config, VARIANTS[name] + extra + ["eval.at_start=false", f"time_budget_min={args.budget_min}"])
-        run = LocalEngine(vcfg, args.out / name, log=lambda *_: None).run()
-        if args.categories:  # the engine's own evaluation covers all categories: evaluate the final policy here
-            run["final"] = run_eval(load_model(latest_checkpoint(args.out / name) / "model"), specs, k, args.out / name / "eval_categories",
-                                    e.seed, EVAL_SAMPLING, save_images=False, judge_model=judge)
-        rows[name] = {**summarise(run["final"], base), "steps": run["steps_done"], "train_seconds": run["train_seconds"],
-                      "samples": run["steps_done"] * vcfg.rollout.prompts_per_step * vcfg.rollout.samples_per_prompt,
-                      "overrides": VARIANTS[name]}
-        print(json.dumps({name: rows[name]}), flush=True)
-    merged = {**old.get("rows", {}), **rows}
-    out = {"command": "python bench/srum_compworld.py " + " ".join(sys.argv[1:]), "config": str(args.config),
-           "model": cfg.model, "model_sha256": weights, "budget_min": args.budget_min, "eval_prompts": len(specs), "categories": args.categories,
-           "images_per_prompt": k, "machine": "2 CPU cores", "rows": merged}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
-    md = RESULTS / f"{stem}.md"
-    notes = md.read_text().partition(HAND_WRITTEN)[2] if old and md.exists() else ""  # a reader's notes on these rows
-    md.write_text(markdown(out) + (HAND_WRITTEN + notes if notes else ""))
-    print(json.dumps(out, indent=2))
+    res_file = RESULTS / "srum_compworld.json"
+    old = json.loads(res_file.read_text()) if res_file.exists() else {}
+    sha = weights_sha256(cfg.model)[:12]
+    rows = old.get("rows", {}) if old.get("model_sha256") == sha and old.get("budget_min") == args.budget_min else {}
+    base_row = summary(base_report)
+    base_row["gap"] = round(base_row["judge_balanced_accuracy"] - base, 4) if base_row.get("judge_balanced_accuracy") else None
+    for name in filter(None, args.rows.split(",")):  # --rows "": the base evaluation only
+        seeds = [int(s) for s in args.seeds.split(",")] if name in SEEDED else [args.one_seed]
+        t = time.time()
+        runs = [run_row(args.config, name, s, args.budget_min, k, args.out) for s in seeds]
+        rows[name] = aggregate(runs, base)
+        print(json.dumps({name: rows[name], "wall_s": round(time.time() - t)}), flush=True)
+        res = {"command": "python bench/srum_compworld.py " + " ".join(sys.argv[1:]), "config": str(args.config),
+               "model": cfg.model, "model_sha256": sha, "budget_min": args.budget_min, "eval_prompts": cfg.eval.prompts,
+               "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        res_file.write_text(json.dumps(res, indent=2) + "\n")
+        (RESULTS / "srum_compworld.md").write_text(markdown(res) + _notes())
 
 
-def model_sha256(model: str) -> str:
-    """Which weights the rows were measured from (the first 12 hex digits of model.safetensors' SHA-256)."""
-    return weights_sha256(model)[:12]
-
-
-def category_prompts(cats: list[str], seed: int, path: Path, n: int = 3000) -> Path:
-    """The first n training-stream prompts of these categories (never a held-out one), as a prompt file."""
-    held = {s.prompt for s in heldout_set()}
-    rows, i = [], 0
-    while len(rows) < n:
-        s = training_spec(seed, i)
-        i += 1
-        if s.category in cats and s.prompt not in held:
-            rows.append({"prompt": s.prompt, "category": s.category})
-    write_jsonl(path, rows)
-    return path
-
-
-def markdown(out: dict) -> str:
-    cols = ["overall", *[c for c in CATEGORIES if any(c in r for r in out["rows"].values())], "gain_points", "error_reduction", "judge_mean_global", "steps", "samples"]
-    scope = f", categories {out['categories']} only" if out.get("categories") else ""
-    lines = [f"# SRUM on CompWorld-Bench ({out['eval_prompts']} held-out prompts x {out['images_per_prompt']} images{scope}, "
-             f"{out['budget_min']} min of training on {out['machine']})", "",
-             "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, row in out["rows"].items():
-        lines.append(f"| {name} | " + " | ".join("" if row.get(c) is None else str(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + f"\n\nProduced by `{out.get('command', 'python bench/srum_compworld.py')}`; `judge_mean_global` is the judge's mean global " \
-        "score on the same images as the oracle's pass rate (the reward-hacking check).\n"
+def _notes() -> str:
+    """The hand-written section under the table, kept across regenerations."""
+    md = RESULTS / "srum_compworld.md"
+    marker = "\n## What the rows show"
+    return marker + md.read_text().partition(marker)[2] if md.exists() and marker in md.read_text() else ""
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ConfigError, InputError, FileNotFoundError) as e:
+    except (ConfigError, InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         print(f"srum: error: {e}", file=sys.stderr)
         return 2
 
@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--images-per-prompt", type=int, default=4)
     ev.add_argument("--out", required=True, type=Path)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--steps", type=int, default=20, help="sampler steps")
-    ev.add_argument("--cfg-scale", type=float, default=3.0)
+    ev.add_argument("--steps", type=int, default=20, help="sampler steps (flow models)")
+    ev.add_argument("--cfg-scale", type=float, help="classifier-free guidance (default: the model's own)")
     ev.add_argument("--device", default="auto", help="cpu, cuda[:N], or auto (a GPU if torch sees one)")
     ev.set_defaults(func=cmd_eval)
 
@@ -141,6 +141,8 @@ def cmd_world_prompts(args) -> int:
     from .io import write_jsonl
     from .world import heldout_set, training_spec
 
+    if args.n < 1:
+        raise InputError(f"--n must be at least 1 (got {args.n})")
     specs = heldout_set() if args.which == "heldout" else [training_spec(args.seed, i) for i in range(args.n)]
     write_jsonl(args.out, [{"prompt": s.prompt, "category": s.category} for s in specs])
     print(f"wrote {len(specs)} prompts to {args.out}")
@@ -148,10 +150,16 @@ def cmd_world_prompts(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .config import load_config
-    from .models.mot_pretrain import PretrainConfig, pretrain
+    from .config import load_config, pretrain_backend
 
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    backend = pretrain_backend(args.config, args.overrides)
+    if backend == "janus":
+        from .models.janus_pretrain import JanusPretrainConfig as Config
+        from .models.janus_pretrain import pretrain
+    else:
+        from .models.mot_pretrain import PretrainConfig as Config
+        from .models.mot_pretrain import pretrain
+    cfg = load_config(Config, args.config, args.overrides)
     t0 = time.time()
     pretrain(cfg, args.out)
     print(f"pretrained in {time.time() - t0:.0f} s; model at {args.out / 'model'}")
@@ -161,15 +169,18 @@ def cmd_pretrain(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import run_eval
     from .models import SampleOptions, load_model
+    from .rollout.sources import read_prompt_file
     from .world import heldout_set
-    from .world.files import read_prompts
 
-    specs = read_prompts(args.prompts) if args.prompts else heldout_set()
     if args.images_per_prompt < 1:
-        raise InputError("--images-per-prompt must be at least 1")
+        raise InputError(f"--images-per-prompt must be at least 1 (got {args.images_per_prompt})")
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1 (got {args.steps})")
+    _out_dir(args.out)
+    specs = read_prompt_file(args.prompts) if args.prompts else heldout_set()
     model = load_model(args.model, args.device)
-    report = run_eval(model, specs, args.images_per_prompt, args.out, args.seed,
-                      SampleOptions(steps=args.steps, cfg_scale=args.cfg_scale))
+    opts = SampleOptions(cfg_scale=args.cfg_scale, steps=args.steps if model.kind == "mot" else None)
+    report = run_eval(model, specs, args.images_per_prompt, args.out, args.seed, opts)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -181,6 +192,7 @@ def cmd_train(args) -> int:
     overrides += [f"engine={args.engine}"] if args.engine else []
     overrides += [f"steps={args.steps}"] if args.steps is not None else []
     cfg = load_config(TrainConfig, args.config, overrides)
+    check_train(cfg, args.out)
     if cfg.engine == "ray":
         from .actors.driver import RayEngine as Engine
     else:
@@ -222,9 +234,35 @@ def cmd_judge(args) -> int:
     from .evaluate import run_judge
     from .models import load_model
 
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out}: is a directory; give the JSONL file to write")
     rows = run_judge(load_model(args.model, args.device), args.manifest, args.out)
     print(f"judged {len(rows)} images -> {args.out}")
     return 0
+
+
+def check_train(cfg, out: Path) -> None:
+    """What can be refused before a Ray instance starts: the run directory, the model, the training mode."""
+    from . import rundir
+    from .models import backend_of, model_dir
+
+    rundir.prepare(out, cfg)
+    if cfg.rollout.prompts != "compworld" and not Path(cfg.rollout.prompts).exists():
+        raise InputError(f"rollout.prompts: {cfg.rollout.prompts}: no such prompt file")
+    backend = backend_of(model_dir(cfg.model))
+    if cfg.learner.train == "lora" and backend != "janus":
+        raise ConfigError(f"learner.train: lora needs a janus model; {cfg.model} is a {backend} model")
+    import importlib.util
+
+    for name in cfg.logging.trackers:
+        module = {"tensorboard": "torch.utils.tensorboard"}.get(name, name)
+        if importlib.util.find_spec(module.split(".")[0]) is None or (name == "tensorboard" and importlib.util.find_spec("tensorboard") is None):
+            raise ConfigError(f"logging.trackers: {name} is not installed; pip install 'srum[trackers]'")
+
+
+def _out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a directory (nothing was written)")
 
 
 def cmd_serve(args) -> int:

@@ -20,9 +20,18 @@ class Section(BaseModel):
 
 
 class SamplingConfig(Section):
-    steps: int = 20
-    cfg_scale: float = 3.0
-    eta: float = 0.0
+    """How images are drawn; a key left null takes the model's own default (janus: temperature 1, no guidance,
+    every token; mot: 20 Euler steps, guidance 3)."""
+    cfg_scale: float | None = Field(None, ge=0)  # classifier-free guidance; 1 = off
+    temperature: float | None = Field(None, gt=0)  # autoregressive models
+    top_k: int | None = Field(None, ge=0)  # autoregressive models; 0 = every token
+    steps: int | None = Field(None, ge=1)  # flow models: Euler steps
+    eta: float | None = Field(None, ge=0)  # flow models: 0 = ODE
+
+    def options(self):
+        from .models.sampling import SampleOptions
+
+        return SampleOptions(**self.model_dump())
 
 
 class ConfigError(ValueError):
@@ -119,28 +128,65 @@ def dump_config(cfg: BaseModel) -> str:
 
 
 # ---- `srum train`: every knob of the online loop ----
-from typing import Literal  # noqa: E402
+from typing import Literal
 
 
 class RolloutConfig(Section):
     prompts: str = "compworld"  # compworld (the training stream) | a .jsonl / .json prompt file
-    prompts_per_step: int = 16
-    samples_per_prompt: int = 2
-    sampling: SamplingConfig = SamplingConfig(steps=10, cfg_scale=3.0, eta=0.0)
+    prompts_per_step: int = Field(16, ge=1)
+    samples_per_prompt: int = Field(2, ge=1)
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class JudgeConfig(Section):
+    """Who judges. `policy`: the model's own understanding in torch (the frozen initial model unless
+    learner.judge_follows). `vllm`: an understanding model served by vLLM in each judge actor, from `model`."""
+    engine: Literal["policy", "vllm"] = "policy"
+    model: str | None = None  # vllm: the judge model's directory (e.g. a Qwen2-VL, or a BAGEL's understanding)
+    mode: Literal["yesno", "text"] = "yesno"  # vllm: P(yes) from answer logprobs, or "Score: x" parsed from text
+    question: str = "Does the image show {}? Answer yes or no."  # vllm yes/no; {} is the prompt or object phrase
+    yes: str = "Yes"
+    no: str = "No"
+    retries: int = Field(2, ge=0)  # text mode: re-asks when a score is missing, then neutral 0 (counted)
+    kv_cache_mb: int = Field(256, ge=16)  # vllm on CPU: the KV cache's size (vLLM would otherwise take 92 % of RAM)
+    max_model_len: int = Field(1024, ge=64)
+
+    @model_validator(mode="after")
+    def _needs_a_model(self):
+        if self.engine == "vllm" and not self.model:
+            raise ValueError("reward.judge.engine vllm needs reward.judge.model: the judge model's directory")
+        if "{}" not in self.question:
+            raise ValueError(f"reward.judge.question {self.question!r} needs a {{}} where the prompt goes")
+        return self
 
 
 class RewardConfig(Section):
-    map: Literal["paper", "signed"] = "paper"
+    # paper: 0.5 everywhere, regions raised to (s+1)/2, times (g+1)/2; signed: the same mapped to [-1, 1] (a badly
+    # judged region pushes away); uniform: every token weight 1, whatever the judge says (the control: the same
+    # update on the model's own samples with no reward, self-imitation alone)
+    map: Literal["paper", "signed", "uniform"] = "paper"
     use_global: bool = True
     use_local: bool = True
     binarize: bool = False
-    centre: bool = False  # per-batch advantage centring of the token weights
-    proposer: str = "components"  # components | grid | module:function (a learned segmenter / detector)
+    # advantage centring of the token weights (not in the paper): none, the batch's mean, or each prompt's mean
+    # over its rollout.samples_per_prompt samples (GRPO-style)
+    centre: Literal["none", "batch", "prompt"] = "none"
+    # components | grid | detector:DIR (a transformers zero-shot detector, e.g. OWLv2 or Grounding DINO, from a
+    # local directory, asked for the prompt's objects) | module:function (any other segmenter or detector)
+    proposer: str = "components"
     max_regions: int = 6
     min_area: int = 8
     grid_cells: int = 2
+    detector_threshold: float = Field(0.1, ge=0, le=1)
     match: float = 0.5
     unmatched: Literal["negative", "drop"] = "negative"
+    judge: JudgeConfig = JudgeConfig()
+
+
+class LoraConfig(Section):
+    rank: int = Field(8, ge=1)
+    alpha: float = 16.0
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 class LearnerConfig(Section):
@@ -148,14 +194,19 @@ class LearnerConfig(Section):
     kl_coef: float = 0.1  # lambda: the pull toward the frozen reference that stops reward hacking
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    train: Literal["generation", "all"] = "generation"  # which weights the update touches
+    # which weights the update touches: generation (janus: the language model and generation modules; mot: its
+    # generation expert), all (but a VQ), or lora (janus: adapters on the language model; the reference is the
+    # base model, and only the adapters are broadcast)
+    train: Literal["generation", "all", "lora"] = "generation"
+    lora: LoraConfig = LoraConfig()
     judge_follows: bool = False  # True: the judge uses the current policy's understanding head
 
 
 class EvalConfig(Section):
-    prompts: int = 300  # the first N prompts of the held-out set (all 300 by default)
-    images_per_prompt: int = 4
+    prompts: int = Field(300, ge=1)  # the first N prompts of the held-out set (all 300 by default)
+    images_per_prompt: int = Field(4, ge=1)
     seed: int = 0
+    sampling: SamplingConfig = SamplingConfig()  # null keys: the model's defaults
     at_start: bool = True
     at_end: bool = True
 
@@ -174,7 +225,7 @@ class StandInConfig(Section):
     weights_mb: float = 10.0
 
 
-DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
+from .models.device import DEVICE
 
 
 class RayConfig(Section):
@@ -198,6 +249,7 @@ class RayConfig(Section):
     stages: Literal["model", "stand_in"] = "model"
     stand_in: StandInConfig = StandInConfig()
     status_every: int = 10  # the driver prints a one-line status every N learner steps
+    learner_restarts: int = Field(3, ge=0)  # a dead learner: back to the newest checkpoint this many times, then stop
 
     @model_validator(mode="after")
     def _staleness_covers_sync(self):
@@ -210,20 +262,29 @@ class RayConfig(Section):
         return self
 
 
+class LoggingConfig(Section):
+    """Experiment trackers beside metrics.jsonl (srum/trackers.py): any of wandb, tensorboard, mlflow."""
+    trackers: list[Literal["wandb", "tensorboard", "mlflow"]] = []
+    project: str = "srum"
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline: RUN/wandb, uploaded later by `wandb sync`
+    mlflow_uri: str | None = None  # None: a file store in RUN/mlruns
+
+
 class TrainConfig(Section):
     engine: Literal["local", "ray"] = "ray"  # ray: actors on a local instance or RAY_ADDRESS; local: one process
     model: str = "builtin"
     device: str = Field("auto", pattern=DEVICE)  # cpu, cuda[:i], or auto: CUDA where there is a GPU (a Ray actor's own)
     seed: int = 0
-    steps: int = 200
-    time_budget_min: float = 0.0  # stop training (checkpoint, then evaluate) after this many minutes; 0 = none
-    checkpoint_every: int = 50
-    sample_every: int = 50
+    steps: int = Field(200, ge=1)
+    time_budget_min: float = Field(0.0, ge=0)  # stop training (checkpoint, then evaluate) after this many minutes; 0 = none
+    checkpoint_every: int = Field(50, ge=1)
+    sample_every: int = Field(50, ge=1)
     rollout: RolloutConfig = RolloutConfig()
     reward: RewardConfig = RewardConfig()
     learner: LearnerConfig = LearnerConfig()
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _batch_splits_over_learners(self):
@@ -231,6 +292,9 @@ class TrainConfig(Section):
         if batch % self.ray.learners:
             raise ValueError(f"ray.learners ({self.ray.learners}) must divide the batch of {batch} samples "
                              "(rollout.prompts_per_step x rollout.samples_per_prompt): each learner takes an equal share")
+        if self.reward.judge.engine == "vllm" and self.learner.judge_follows:
+            raise ValueError("learner.judge_follows with reward.judge.engine vllm: the vLLM judge serves its own model "
+                             "directory (vLLM runs no srum policy backend), so it cannot follow the policy; keep it frozen")
         if self.ray.weights == "collective" and self.learner.judge_follows:
             raise ValueError("ray.weights=collective broadcasts to generators only: with learner.judge_follows=true "
                              "use ray.weights=object_store or shared_memory")
@@ -255,10 +319,26 @@ def reference_markdown(cls: type[BaseModel], title: str) -> str:
     return f"## {title}\n\n| key | type | default |\n|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
+def pretrain_backend(path: str | Path | None, overrides: list[str] = ()) -> str:
+    """Which model a pretraining config is for: its `backend` key (janus unless it says mot)."""
+    data = _read_yaml(Path(path))[0] if path is not None else {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        if key == ["backend"]:
+            data["backend"] = value
+    backend = data.get("backend", "janus")
+    if backend not in ("janus", "mot"):
+        raise ConfigError(f"{path or '--set'}: backend: expected janus or mot (got {backend!r})")
+    return backend
+
+
 def config_reference() -> str:
+    from .models.janus_pretrain import JanusPretrainConfig
     from .models.mot_pretrain import PretrainConfig
 
-    return ("# Configuration reference\n\nGenerated from the pydantic models in `srum/config.py` and "
-            "`srum/models/mot_pretrain.py` (a test keeps this file in step with the code).\n\n"
+    return ("# Configuration reference\n\nGenerated from the pydantic models in `srum/config.py`, "
+            "`srum/models/janus_pretrain.py` and `srum/models/mot_pretrain.py` (a test keeps this file in step with "
+            "the code).\n\n"
             + reference_markdown(TrainConfig, "`srum train` (TrainConfig)") + "\n"
-            + reference_markdown(PretrainConfig, "`srum pretrain` (PretrainConfig)"))
+            + reference_markdown(JanusPretrainConfig, "`srum pretrain`, backend janus (JanusPretrainConfig)") + "\n"
+            + reference_markdown(PretrainConfig, "`srum pretrain`, backend mot (PretrainConfig)"))

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .io import write_json, write_jsonl
 from .models import SampleOptions
-from .world import CATEGORIES, WORLD_VERSION, Spec, passes
+from .world import CANVAS, CATEGORIES, WORLD_VERSION, passes
 from .world.files import read_manifest, read_png, write_png
 
 
@@ -32,36 +32,72 @@ def bench_score(rows: list[dict]) -> dict:
     return {"overall": round(float(np.mean(list(cats.values()))), 4) if cats else 0.0, "categories": cats}
 
 
-def generate_images(model, specs: list[Spec], k: int, seed: int, opts: SampleOptions, batch: int = 64, desc="generate"):
-    """K images per spec, in order (spec 0's K images first). Deterministic for (seed, batch)."""
+def generate_images(model, specs: list, k: int, seed: int, opts: SampleOptions | None = None, batch: int = 64,
+                    desc="generate", canvas: bool = True):
+    """K images per spec (or prompt item), in order (spec 0's K images first); with `canvas`, at CompWorld's
+    32 x 32 (`to_canvas`). Deterministic for (seed, batch)."""
     flat = [s for s in specs for _ in range(k)]
     images = []
     for b, i in enumerate(tqdm(range(0, len(flat), batch), desc=desc, unit="batch", mininterval=2)):
-        g = torch.Generator().manual_seed(seed * 100_003 + b)
-        images.append(model.decode(model.sample_latents([s.prompt for s in flat[i : i + batch]], g, opts)))
-    return flat, (np.concatenate(images) if images else np.zeros((0, 32, 32, 3), np.uint8))
+        imgs, _ = model.sample([s.prompt for s in flat[i : i + batch]], seed * 100_003 + b, opts)
+        images.append(to_canvas(imgs) if canvas else imgs)
+    return flat, (np.concatenate(images) if images else np.zeros((0, CANVAS, CANVAS, 3), np.uint8))
 
 
-def run_eval(model, specs: list[Spec], k: int, out: Path, seed: int = 0, opts: SampleOptions | None = None,
+def to_canvas(images: np.ndarray) -> np.ndarray:
+    """Images of any square resolution -> CompWorld's 32 x 32, by area average (a model at 64 x 64 or 384 x 384
+    is scored on what it draws, not on how a resampler rings). 32 x 32 images are returned as they are."""
+    if images.shape[1:3] == (CANVAS, CANVAS):
+        return images
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.adaptive_avg_pool2d(x, CANVAS)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Mean of the true-positive and true-negative rates; undefined (None) when a class is absent."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    pos, neg = int(truth.sum()), int((~truth).sum())
+    tpr = float((pred & truth).sum() / pos) if pos else None
+    tnr = float((~pred & ~truth).sum() / neg) if neg else None
+    bal = round((tpr + tnr) / 2, 4) if pos and neg else None
+    return {"balanced_accuracy": bal, "true_positive_rate": tpr and round(tpr, 4),
+            "true_negative_rate": tnr and round(tnr, 4), "positives": pos, "negatives": neg}
+
+
+def run_eval(model, specs: list, k: int, out: Path, seed: int = 0, opts: SampleOptions | None = None,
              save_images: bool = True, judge_model=None) -> dict:
     """Generate K images per prompt, check each with the oracle, write images + manifest + report.
-    With a judge model, the report also holds the judge's mean global score on the same images, so a
-    judge score that rises while the oracle's pass rate falls (reward hacking) shows side by side."""
+    `specs`: CompWorld specs or prompt items (srum.rollout.sources); a prompt outside CompWorld has no oracle
+    and is scored by the judge alone. With a judge model, the report also holds the judge's mean global score
+    on the same images and its balanced accuracy against the oracle, so a judge score that rises while the
+    oracle's pass rate falls (reward hacking), or a judge the policy learned to fool, shows side by side."""
+    from .rollout.sources import PromptItem, from_spec
+
+    items = [s if isinstance(s, PromptItem) else from_spec(s) for s in specs]
+    oracle = all(it.spec is not None for it in items)
     out = Path(out)
-    flat, images = generate_images(model, specs, k, seed, opts or SampleOptions())
+    flat, images = generate_images(model, items, k, seed, opts, canvas=oracle)
     rows = []
-    for i, (spec, img) in enumerate(zip(flat, images)):
+    for i, (it, img) in enumerate(zip(flat, images)):
         name = f"{i:05d}.png"
         if save_images:
             write_png(out / name, img)
-        rows.append({"file": name, "prompt": spec.prompt, "category": spec.category, "passed": passes(img, spec)})
-    report = {"world": WORLD_VERSION, "prompts": len(specs), "images_per_prompt": k, "seed": seed,
-              **bench_score(rows)}
+        rows.append({"file": name, "prompt": it.prompt, "category": it.category,
+                     "passed": passes(img, it.spec) if oracle else None})
+    report = {"world": WORLD_VERSION, "prompts": len(items), "images_per_prompt": k, "seed": seed}
+    if oracle:
+        report |= bench_score(rows)
+    else:
+        report["oracle"] = "none: these prompts are not CompWorld's, so no program checks them; they are scored by the judge alone"
+        judge_model = judge_model or model
     if judge_model is not None and len(images):
-        p = judge_model.judge_yes_prob(images, [judge_model.question(s.prompt) for s in flat])
+        p = judge_model.judge_yes_prob(images, [judge_model.question(it.prompt) for it in flat])
         for row, q in zip(rows, p):
             row["judge_global"] = round(2 * float(q) - 1, 4)
         report["judge_mean_global"] = round(float(np.mean(2 * p - 1)), 4)
+        if oracle:
+            report["judge_on_these_images"] = balanced_accuracy(p > 0.5, np.array([r["passed"] for r in rows]))
     write_jsonl(out / "manifest.jsonl", rows)
     write_json(out / "report.json", report)
     return report

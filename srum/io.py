@@ -93,3 +93,20 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
             sd["state"][i] = {k: tensors[f"{prefix}{i}.{k}"].reshape(()) if k == "step" else tensors[f"{prefix}{i}.{k}"]
                               for k in ("step", "exp_avg", "exp_avg_sq")}
     opt.load_state_dict(sd)
+
+
+def open_log(path: Path, upto_step: int):
+    """A JSONL log of steps opened for appending, after dropping every row of a step beyond `upto_step`: a
+    resumed run learns those steps again, and each step must be listed once."""
+    path = Path(path)
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= upto_step]
+        write_text(path, "".join(line if line.endswith("\n") else line + "\n" for line in keep))
+    return path.open("a")
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return float("inf")  # a row cut short by a kill: dropped

@@ -15,6 +15,7 @@ class Rollout:
     image: np.ndarray  # uint8 H x W x 3
     latent: np.ndarray  # what the learner re-scores: flow = clean latent; AR = image tokens
     policy_version: int = 0
+    objects: tuple[str, ...] = ()  # the object phrases the local judge checks (empty: taken from the prompt)
 
 
 @dataclass

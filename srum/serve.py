@@ -49,7 +49,7 @@ MAX_N = 16
 MAX_SEED = 2**63 - 1
 MAX_PROMPT = 300  # characters
 POLL_S = 5.0
-SAMPLING = {"steps": 20, "cfg_scale": 3.0}
+SAMPLING: dict = {}  # every sampling option at the served model's own default
 log = logging.getLogger("ray.serve")
 
 
@@ -167,8 +167,7 @@ class Following:
 
         torch.set_num_threads(1)  # one core per replica; concurrency comes from replicas
         self.build, self.follow, self.checkpoint = build, Path(follow) if follow else None, None
-        m = load_model(model)
-        m.policy_version = model_version(model)
+        m = load_model(model)  # its policy_version is the one it was saved at (0 for the built-in)
         self.current = (m, build(m))
         if self.follow is not None:
             self._poll_quietly()
@@ -206,18 +205,6 @@ class Following:
     @property
     def version(self) -> dict:
         return {"policy_version": self.current[0].policy_version, "checkpoint": self.checkpoint}
-
-
-def model_version(model: str) -> int:
-    """The policy version a model directory was saved at (0 for the built-in model)."""
-    if model == "builtin":
-        return 0
-    from .io import load_metadata
-
-    try:
-        return int(load_metadata(Path(model) / "model.safetensors").get("policy_version", 0))
-    except (OSError, ValueError):
-        return 0
 
 
 # One computation at a time per replica, on one torch thread (a second concurrent forward pass of a small
@@ -268,7 +255,7 @@ class Judge(ModelReplica):
         from .records import Rollout
 
         model, judge = self.m.current
-        latent = np.zeros((model.cfg.grid**2, model.cfg.patch_dim), np.float32)  # only the image is judged
+        latent = np.zeros(0, np.float32)  # only the image is judged
         j = judge.judge([Rollout("request", prompt, parse(prompt).category, image, latent, model.policy_version)])[0]
         return {"policy_version": model.policy_version, **judgement_json(j, self.reward.map == "signed")}
 
@@ -378,8 +365,10 @@ def start(model: str = "builtin", follow=None, host: str = "127.0.0.1", port: in
 
 
 def check_model(model: str) -> None:
-    if model != "builtin" and not (Path(model) / "config.json").exists():
-        raise FileNotFoundError(f"{model}: not a model directory (expected config.json, model.safetensors, tokenizer.json)")
+    """Refuse a model that cannot load before any replica tries (the message names the file and why)."""
+    from .models import backend_of, model_dir
+
+    backend_of(model_dir(model))
 
 
 def port_free(host: str, port: int) -> bool:
@@ -399,11 +388,11 @@ def serve_forever(args) -> int:
     from .io import InputError
 
     token = args.token or os.environ.get("SRUM_SERVE_TOKEN") or None
-    check_model(args.model)
     if args.replicas_max < 1:
         raise InputError(f"--replicas-max must be at least 1 (got {args.replicas_max})")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535 (got {args.port})")
+    check_model(args.model)
     owned = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")  # else: a cluster someone else runs
     if owned and not port_free(args.host, args.port):
         raise InputError(f"{args.host}:{args.port} is in use; pick another --port")

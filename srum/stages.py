@@ -19,24 +19,57 @@ import torch
 from .config import RewardConfig, TrainConfig
 from .io import write_json, write_text
 from .learner.learner import Learner
-from .models import SampleOptions, load_model
+from .models import load_model
+from .models.sampling import generate
 from .records import Judgement, Rollout
-from .rewards.judge import JudgeOptions, SelfJudge
-from .rewards.proposals import ComponentProposer, GridProposer, load_proposer
+from .rewards.judge import JudgeOptions, SelfJudge, TextModeJudge
+from .rewards.proposals import (
+    ComponentProposer,
+    DetectorProposer,
+    GridProposer,
+    load_proposer,
+)
 from .rollout.sources import prompt_source
+from .rundir import latest_checkpoint
 
 
-def make_proposer(r: RewardConfig):
+def make_proposer(r: RewardConfig, device: str = "cpu"):
     if r.proposer == "components":
         return ComponentProposer(r.min_area, r.max_regions)
     if r.proposer == "grid":
         return GridProposer(r.grid_cells)
+    if r.proposer.startswith("detector:"):
+        return DetectorProposer(r.proposer.split(":", 1)[1], r.detector_threshold, r.max_regions, device)
     return load_proposer(r.proposer)
 
 
-def make_judge(model, r: RewardConfig) -> SelfJudge:
-    opts = JudgeOptions(r.map == "signed", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
-    return SelfJudge(model, make_proposer(r), opts)
+def make_judge(model, r: RewardConfig, device: str = "cpu"):
+    """SelfJudge (yes/no, from any model with judge_yes_prob: the policy's understanding, or vLLM's), or the text
+    judge (reward.judge.mode text: "Score: x" parsed from what a vLLM judge writes)."""
+    opts = JudgeOptions(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+    if r.judge.mode == "text":
+        return TextModeJudge(model, make_proposer(r, device), opts, r.judge.retries)
+    return SelfJudge(model, make_proposer(r, device), opts)
+
+
+def vllm_judge(cfg: TrainConfig):
+    from .models import resolve_device
+    from .rewards.vllm_judge import VllmJudge
+
+    j = cfg.reward.judge
+    return VllmJudge(j.model, j.question, j.yes, j.no, j.kv_cache_mb, j.max_model_len, resolve_device(cfg.device))
+
+
+def load_policy(cfg: TrainConfig, name=None):
+    """The model a stage computes with, shaped for training as configured: with learner.train=lora the LoRA
+    adapters are added here, so learner, generators and a following judge agree on the weights they sync."""
+    model = load_model(name or cfg.model, cfg.device)
+    if cfg.learner.train == "lora" and getattr(model, "peft", None) is None:
+        if not hasattr(model, "add_lora"):
+            raise ValueError(f"learner.train lora: the {model.kind} backend has no LoRA support")
+        lo = cfg.learner.lora
+        model.add_lora(lo.rank, lo.alpha, lo.targets)
+    return model
 
 
 def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -56,26 +89,38 @@ class RolloutStage:
     """The generator: draws `samples_per_prompt` images for each prompt of a batch."""
 
     def __init__(self, cfg: TrainConfig, policy=None):
-        self.cfg, self.policy = cfg, policy if policy is not None else load_model(cfg.model, cfg.device)
+        self.cfg, self.policy = cfg, policy if policy is not None else load_policy(cfg)
         self.source = prompt_source(cfg.rollout.prompts, cfg.seed)
 
     def generate(self, batch: int) -> list[Rollout]:
         r = self.cfg.rollout
-        specs = self.source.take(batch * r.prompts_per_step, r.prompts_per_step)
-        opts = SampleOptions(steps=r.sampling.steps, cfg_scale=r.sampling.cfg_scale, eta=r.sampling.eta)
+        items = self.source.take(batch * r.prompts_per_step, r.prompts_per_step)
         seed = (self.cfg.seed * 1_000_003 + batch) % 2**62
-        return self.policy.generate([sp.prompt for sp in specs], r.samples_per_prompt, seed, opts)
+        rollouts = generate(self.policy, [it.prompt for it in items], r.samples_per_prompt, seed, r.sampling.options(),
+                            [it.category for it in items], [it.objects for it in items])
+        for i, ro in enumerate(rollouts):  # ids name the batch and the sample: unique across the run
+            ro.id = f"b{batch}-{i}"
+        return rollouts
 
 
 class JudgeStage:
     """The model's own understanding head, judging rollouts globally and per region."""
 
     def __init__(self, cfg: TrainConfig, model=None):
-        self.judge = make_judge(model if model is not None else load_model(cfg.model, cfg.device), cfg.reward)
+        if model is None and cfg.reward.judge.engine == "vllm":
+            model = vllm_judge(cfg)
+        elif model is None:  # the initial model; a judge that follows the policy loads its weights as it goes
+            model = load_policy(cfg) if cfg.learner.judge_follows else load_model(cfg.model, cfg.device)
+        self.judge = make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
 
     @property
     def model(self):
         return self.judge.model
+
+    @property
+    def fallbacks(self) -> int:
+        """Text-judge answers that fell back to neutral after their retries (0 for yes/no judges)."""
+        return getattr(self.judge, "fallbacks", 0)
 
     def score(self, rollouts: list[Rollout]) -> list[Judgement]:
         return self.judge.judge(rollouts)
@@ -94,8 +139,8 @@ class LearnerStage:
 
     def __init__(self, cfg: TrainConfig, policy=None, shard: tuple[int, int] = (0, 1)):
         self.cfg, self.shard = cfg, shard  # (rank, world) of a data-parallel learner group
-        self.policy = policy if policy is not None else load_model(cfg.model, cfg.device)
-        self.learner = Learner(self.policy, cfg.learner, cfg.reward)
+        self.policy = policy if policy is not None else load_policy(cfg)
+        self.learner = Learner(self.policy, cfg.learner, cfg.reward, cfg.rollout.samples_per_prompt)
 
     @property
     def version(self) -> int:
@@ -115,11 +160,14 @@ class LearnerStage:
         return self.learner.weights_buffer
 
     # ---- checkpoints: model + optimiser + reference + data position + version (RNG derives from (seed, step)) ----
-    def checkpoint(self, run_dir: Path, step: int, data_position: int) -> Path:
+    def checkpoint(self, run_dir: Path, step: int, data: dict) -> Path:
+        """step_N/: model, learner state, state.json (step, version, data: `data_position` in prompts and the
+        batches learned beyond it); `latest` is moved last, so a kill mid-way leaves the previous one named."""
         d = Path(run_dir) / "checkpoints" / f"step_{step:06d}"
         self.policy.save(d / "model")
         self.learner.save(d / "learner.safetensors", {"step": str(step)})
-        write_json(d / "state.json", {"step": step, "policy_version": self.learner.version, "data_position": data_position,
+        fault_point("checkpoint", step)
+        write_json(d / "state.json", {"step": step, "policy_version": self.learner.version, **data,
                                       "rng": {"seed": self.cfg.seed, "derived_from": "(seed, step)"}})
         write_text(Path(run_dir) / "checkpoints" / "latest", d.name + "\n")
         return d
@@ -129,12 +177,21 @@ class LearnerStage:
         d = latest_checkpoint(run_dir)
         if d is None:
             return None
-        self.policy.net.load_state_dict(load_model(d / "model").net.state_dict())
+        self.policy.load_state(d / "model")
         self.learner.load(d / "learner.safetensors")
         return {**json.loads((d / "state.json").read_text()), "dir": str(d)}
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint directory of a run (what `checkpoints/latest` names), or None."""
-    latest = Path(run_dir) / "checkpoints" / "latest"
-    return latest.parent / latest.read_text().strip() if latest.exists() else None
+def fault_point(where: str, step: int) -> None:
+    """Fault injection for bench/faults.py and the tests: with SRUM_FAULT=where:step:marker in the environment,
+    the process kills itself (SIGKILL, no cleanup) at that point, once (the marker file records that it did)."""
+    import os
+    import signal
+
+    spec = os.environ.get("SRUM_FAULT", "")
+    if spec.count(":") < 2:
+        return
+    at, n, marker = spec.split(":", 2)
+    if at == where and int(n) == step and not Path(marker).exists():
+        Path(marker).write_text(f"{where} {step} pid {os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -29,6 +29,12 @@ def run_status(run: Path) -> dict:
             if vals:
                 out[k] = round(sum(vals) / len(vals), 4)
         out["dropped_stale"] = last.get("dropped_stale", 0)
+        out["reissued"] = last.get("reissued", 0)  # batches made again after their generator died
+        out["restarts"] = {role: last.get(f"restarts_{role}", 0) for role in ("generator", "judge", "learner")}
+    ledger = _rows(run / "ledger.jsonl")
+    if ledger:
+        ids = [i for r in ledger for i in r.get("ids", [])]
+        out["ledger"] = {"steps": len(ledger), "rollouts": len(ids), "distinct_rollouts": len(set(ids))}
     results = run / "results.json"
     out["state"] = "finished" if results.exists() else ("running or interrupted" if rows else "starting")
     for name in ("initial", "final"):

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from srum.cli import _parser
@@ -84,7 +83,7 @@ def test_kuberay_job_runs_srum_train_on_the_same_cluster():
     # /srum holds the repository's configs/ (deploy/kuberay/storage.yaml)
     check_srum_command([a.replace("/srum/configs/", "configs/") for a in argv])
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
-    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     assert env["pip"] == [TORCH_PIN, f"/srum/dist/srum-{version}-py3-none-any.whl"]
     # the groups' GPUs cover what the job asks for: one per generator, judge and learner
     args = _parser().parse_args(argv[1:])
@@ -125,7 +124,7 @@ def test_prometheus_scrapes_the_ray_head():
 
 def test_srum_commands_in_the_deploy_guide_parse():
     text = (ROOT / "docs" / "deploy.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
     commands = [shlex.split(line.split(" #")[0]) for b in blocks for line in b.replace("\\\n", " ").splitlines()]
     commands = [argv[next(i for i, a in enumerate(argv + ["-"]) if "=" not in a):] for argv in commands]  # drop VAR=value
     srum = [argv for argv in commands if argv and argv[0] in (".venv/bin/srum", "srum")]

@@ -15,10 +15,10 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TINY
+from PIL import Image
 from ray_head import free_port
+
 from srum.cli import main
 from srum.io import write_json, write_text
 from srum.models.mot import MotUMM
@@ -78,6 +78,8 @@ def server(tmp_path_factory):
     checkpoint(run, 1, 1, seed=0)
     from srum.actors.driver import start_local_ray
 
+    if ray.is_initialized():  # an earlier module's in-process engine left its instance up
+        ray.shutdown()
     start_local_ray(num_cpus=2, log_to_driver=False)
     try:
         # --model is the builtin model, but the run's checkpoint (the tiny model) is what gets served

@@ -18,11 +18,12 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
+from .. import rundir
 from ..config import TrainConfig, dump_config
 from ..engine import eval_reports, evaluate
 from ..io import write_json, write_text
 from ..models import load_model
-from ..stages import latest_checkpoint
+from ..rundir import latest_checkpoint
 
 NAMESPACE = "srum"
 
@@ -39,10 +40,18 @@ def connect(address: str | None) -> None:
 
 
 def start_local_ray(**kwargs) -> None:
-    """A private Ray instance whose every listener is on 127.0.0.1. Without
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray's gRPC servers listen on all interfaces (measured with ss)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    """A private Ray instance whose every listener is on 127.0.0.1 (GCS, raylet, object manager, workers,
+    agents, metrics: tested by listing the listening sockets).
+
+    Ray replaces a node address of 127.0.0.1 by the machine's external one, and then binds its gRPC servers to
+    every interface, unless `ray_constants.ENABLE_RAY_CLUSTER` is false. That constant is read from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when ray is first imported, which has happened by now, so it is set here
+    as well as in the environment that Ray's own processes inherit."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
 
 
@@ -59,6 +68,7 @@ class RayEngine:
         self._stop_requested = False
 
     def run(self) -> dict:
+        rundir.prepare(self.dir, self.cfg)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", dump_config(self.cfg))
         connect(self.cfg.ray.address)

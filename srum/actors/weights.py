@@ -45,6 +45,7 @@ class Published:
     slot: int = 0
     numel: int = 0
     collective: bool = False  # sent by broadcast: the worker waits for its staging buffer to hold it
+    epoch: int = 0  # the learner's incarnation: a restarted learner's versions count again from its checkpoint
 
 
 class SlotRing:
@@ -56,18 +57,46 @@ class SlotRing:
             raise RuntimeError(f"ray.weights=shared_memory needs {need / 2**20:.0f} MiB free in {SHM_DIR}; "
                                "use ray.weights=object_store")
         safe = re.sub(r"[^\w.-]", "_", tag)  # the run's name: keep it one plain file name
+        remove_stale_rings(safe)
         self.path = SHM_DIR / f"{safe}-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.slots = np.memmap(self.path, np.float32, "w+", shape=(slots, numel))
         self.numel = numel
 
-    def write(self, slot: int, flat: np.ndarray, version: int) -> Published:
+    def write(self, slot: int, flat: np.ndarray, version: int, epoch: int = 0) -> Published:
         np.copyto(self.slots[slot], flat)  # the one copy a version costs
-        return Published(version, path=str(self.path), slot=slot, numel=self.numel)
+        return Published(version, path=str(self.path), slot=slot, numel=self.numel, epoch=epoch)
 
     def close(self) -> None:
         """Remove the file: workers that mapped it keep their mapping until they let go of it."""
         self.slots = None
         self.path.unlink(missing_ok=True)
+
+
+def remove_stale_rings(tag: str) -> list[Path]:
+    """Delete the rings of this run name that a crashed run left behind: their writer (the pid in the name) is
+    gone. A ring whose writer lives is another run's, and stays."""
+    removed = []
+    for f in SHM_DIR.glob(f"{tag}-weights-*-*"):
+        try:
+            pid = int(f.name[len(tag) + len("-weights-"):].split("-")[0])
+        except ValueError:
+            continue
+        if not _alive(pid):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    if removed:
+        print(f"srum: removed {len(removed)} weight ring(s) a crashed run left in {SHM_DIR}: {[f.name for f in removed]}", flush=True)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _mapped: dict[str, np.memmap] = {}  # per worker process: each ring is mapped once
@@ -173,26 +202,26 @@ class StagingBuffers:
         import torch
 
         self.bufs = [torch.zeros(numel, dtype=torch.float32, device=device) for _ in range(2)]
-        self.version = [-1, -1]  # the whole version each buffer holds (-1: none, or being written)
+        self.version = [(-1, -1), (-1, -1)]  # (learner epoch, version) each buffer holds whole ((-1, -1): none)
         self.in_use = None
         self.cond = threading.Condition()
 
-    def receive(self, group: BroadcastGroup, version: int) -> None:
+    def receive(self, group: BroadcastGroup, version: int, epoch: int = 0) -> None:
         with self.cond:
             i = 1 if self.in_use == 0 else 0
-            self.version[i] = -1
+            self.version[i] = (-1, -1)
         group.broadcast(self.bufs[i])
         with self.cond:
-            self.version[i] = version
+            self.version[i] = (epoch, version)
             self.cond.notify_all()
 
-    def take(self, version: int, timeout: float = BROADCAST_TIMEOUT_S):
-        """The buffer holding `version` or newer, now in use (no receive touches it until the next take)."""
+    def take(self, version: int, epoch: int = 0, timeout: float = BROADCAST_TIMEOUT_S):
+        """The buffer holding `version` of `epoch` or newer, now in use (no receive touches it until the next take)."""
         with self.cond:
-            if not self.cond.wait_for(lambda: max(self.version) >= version, timeout):
+            if not self.cond.wait_for(lambda: max(self.version) >= (epoch, version), timeout):
                 raise RuntimeError(f"weights of version {version} did not arrive by broadcast in {timeout} s")
             self.in_use = max((0, 1), key=lambda i: self.version[i])
-            return self.bufs[self.in_use], self.version[self.in_use]
+            return self.bufs[self.in_use], self.version[self.in_use][1]
 
 
 def choose_transport(setting: str, nodes_alive: int) -> str:

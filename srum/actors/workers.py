@@ -8,6 +8,7 @@ newer than the one it holds.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -18,8 +19,15 @@ from ..config import TrainConfig
 from ..metrics import Recorder
 from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
 from . import stand_in
-from .weights import BroadcastGroup, Published, SlotRing, StagingBuffers, connect_store, fetch, host_store
-
+from .weights import (
+    BroadcastGroup,
+    Published,
+    SlotRing,
+    StagingBuffers,
+    connect_store,
+    fetch,
+    host_store,
+)
 
 LEARNER_TIMEOUT_S = 300  # a collective waiting longer than this on a lost peer fails the step (and the run)
 
@@ -44,16 +52,20 @@ class Busy:
         return max(0.0, 1.0 - self.busy / wall) if wall > 0 else 0.0
 
 
-def _fetch(weights: Published | None, held: int, load, get=None) -> tuple[int, float, int]:
-    """Load `weights` if newer than `held`; returns (version, seconds, bytes). `get(weights)` -> (buffer,
-    version) finds the buffer: by default `fetch` (object store, ring); a generator's staging buffers
-    for a broadcast version (which may hold a newer version than asked for)."""
-    if weights is None or weights.version <= held:
+NONE = (-1, -1)  # (learner epoch, version) of an actor that holds no published weights yet
+
+
+def _fetch(weights: Published | None, held: tuple[int, int], load, get=None) -> tuple[tuple[int, int], float, int]:
+    """Load `weights` if newer than `held` ((epoch, version): a restarted learner is a new epoch, whose versions
+    count again from its checkpoint); returns ((epoch, version), seconds, bytes). `get(weights)` -> (buffer,
+    version) finds the buffer: by default `fetch` (object store, ring); a generator's staging buffers for a
+    broadcast version (which may hold a newer version than asked for)."""
+    if weights is None or (weights.epoch, weights.version) <= held:
         return held, 0.0, 0
     t = time.perf_counter()
     flat, version = get(weights) if get else (fetch(weights), weights.version)
     load(flat, version)
-    return version, time.perf_counter() - t, flat.nbytes
+    return (weights.epoch, version), time.perf_counter() - t, flat.nbytes
 
 
 @ray.remote(max_restarts=0, concurrency_groups={"sync": 1})
@@ -66,12 +78,15 @@ class GeneratorActor:
         self.stand_in = cfg.ray.stages == "stand_in"
         self.stage = stand_in.StandInRollout(cfg) if self.stand_in else RolloutStage(cfg)
         self.device = "cpu" if self.stand_in else str(self.stage.policy.device)
-        self.version = -1  # no weights yet: the first batch always loads the current ones
+        self.version = NONE  # no weights yet: the first batch always loads the current ones
         self.metrics, self.clock = Recorder("generator", name), Busy()
         self.staging, self.group = None, None
 
     def ping(self) -> int:
-        return self.version
+        return self.version[1]
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def _load(self, flat, version: int) -> None:
         if self.stand_in:
@@ -87,12 +102,12 @@ class GeneratorActor:
         self.group = BroadcastGroup(address, epoch, rank, world, backend)
 
     @ray.method(concurrency_group="sync")
-    def receive(self, version: int) -> None:
-        self.staging.receive(self.group, version)
+    def receive(self, version: int, epoch: int = 0) -> None:
+        self.staging.receive(self.group, version, epoch)
 
     def generate(self, batch: int, weights: Published) -> tuple[dict, list]:
         """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""
-        take = (lambda w: self.staging.take(w.version)) if weights.collective else None
+        take = (lambda w: self.staging.take(w.version, w.epoch)) if weights.collective else None
         self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load, take)
         t = time.perf_counter()
         rollouts = self.stage.generate(batch)
@@ -100,12 +115,12 @@ class GeneratorActor:
         m = self.metrics
         m.inc("srum_rollouts", len(rollouts))
         m.observe("srum_generate_seconds", dt)
-        m.set("srum_policy_version", self.version)
+        m.set("srum_policy_version", self.version[1])
         m.set("srum_idle_ratio", self.clock.add(dt + sync_s), stage="generate")
         if sync_bytes:
             m.observe("srum_weight_sync_seconds", sync_s)
             m.inc("srum_weight_sync_bytes", sync_bytes)
-        return ({"batch": batch, "version": self.version, "n": len(rollouts), "generate_s": dt,
+        return ({"batch": batch, "version": self.version[1], "n": len(rollouts), "ids": [r.id for r in rollouts], "generate_s": dt,
                  "sync_s": sync_s, "sync_bytes": sync_bytes}, rollouts)
 
 
@@ -115,12 +130,15 @@ class JudgeActor:
         cfg = _setup(cfg_json, threads)
         self.stand_in = cfg.ray.stages == "stand_in"
         self.stage = stand_in.StandInJudge(cfg) if self.stand_in else JudgeStage(cfg)
-        self.version = 0  # the judge starts as the initial model; it moves only if configured to follow
+        self.version = (0, 0)  # the judge starts as the initial model; it moves only if configured to follow
         self.metrics, self.clock, self.fallbacks = Recorder("judge", name), Busy(), 0
         self.metrics.touch("srum_judge_parse_fallbacks")
 
     def ping(self) -> int:
-        return self.version
+        return self.version[1]
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def score(self, rollouts: list, weights: Published | None = None) -> tuple[dict, list]:
         if not self.stand_in:
@@ -146,6 +164,9 @@ class LearnerActor:
         self.dir, self.rank, self.world = Path(run_dir), rank, world
         stand_in_stages = self.cfg.ray.stages == "stand_in"
         self.stage = stand_in.StandInLearner(self.cfg) if stand_in_stages else LearnerStage(self.cfg, shard=(rank, world))
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def rendezvous(self) -> str:
         """Rank 0: "host:port" of the run's rendezvous store on this node (started on first use), which
@@ -185,9 +206,9 @@ class LearnerActor:
         for term in ("total", "reward_term", "kl_term"):
             r.set("srum_loss", m[term], term=term)
         if sample_path:
-            from ..engine import write_grid
+            from ..samples import write_grid
 
-            write_grid(Path(sample_path), rollouts, judgements)
+            write_grid(Path(sample_path), rollouts, judgements, signed=self.cfg.reward.map == "signed")
         return m
 
     def weights(self):
@@ -199,8 +220,8 @@ class LearnerActor:
         self.ring = SlotRing(self.stage.flat_weights().size, slots, tag)
         return str(self.ring.path)
 
-    def write_slot(self, slot: int) -> Published:
-        return self.ring.write(slot, self.stage.flat_weights(), self.stage.version)
+    def write_slot(self, slot: int, epoch: int = 0) -> Published:
+        return self.ring.write(slot, self.stage.flat_weights(), self.stage.version, epoch)
 
     def close_ring(self) -> None:
         if getattr(self, "ring", None) is not None:
@@ -218,6 +239,6 @@ class LearnerActor:
     def weights_numel(self) -> int:
         return self.stage.weights_tensor().numel()
 
-    def checkpoint(self, step: int, data_position: int) -> str | None:
-        d = self.stage.checkpoint(self.dir, step, data_position)
+    def checkpoint(self, step: int, data: dict) -> str | None:
+        d = self.stage.checkpoint(self.dir, step, data)
         return str(d) if d else None

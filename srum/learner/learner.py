@@ -3,7 +3,6 @@ the policy, and saves / restores its state (safetensors, atomic)."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -11,23 +10,30 @@ import torch
 import torch.distributed as dist
 
 from ..config import LearnerConfig, RewardConfig
-from ..io import load_metadata, load_optimizer, load_tensors, optimizer_tensors, save_tensors
+from ..io import (
+    load_metadata,
+    load_optimizer,
+    load_tensors,
+    optimizer_tensors,
+    save_tensors,
+)
 from ..records import Judgement, Rollout
 from ..rewards.reward_map import centre, pool_to_tokens
 
 
 class Learner:
-    def __init__(self, policy, cfg: LearnerConfig, reward: RewardConfig):
-        self.policy, self.cfg, self.reward = policy, cfg, reward
-        # The frozen reference is the initial policy: the KL term keeps the update near it.
-        self.reference = copy.deepcopy(policy.net).requires_grad_(False).eval()
+    def __init__(self, policy, cfg: LearnerConfig, reward: RewardConfig, group: int = 1):
+        self.policy, self.cfg, self.reward, self.group = policy, cfg, reward, group  # group: samples per prompt
+        # The frozen reference is the initial policy (the learner is made before a resume loads weights): the KL
+        # term keeps the update near it. A backend may make it without a copy (LoRA: adapters switched off).
+        self.reference = policy.make_reference()
         # Parameters as views of one buffer, made before the optimiser sees them: the buffer is what gets
         # published to the rollout workers, without a snapshot copy per version.
         self.weights_buffer = policy.flatten_parameters()
-        names = set(policy.generation_parameters()) if cfg.train == "generation" else None
+        names = set(policy.trainable(cfg.train))
         params = []
         for n, p in policy.net.named_parameters():
-            p.requires_grad_(names is None or n in names)
+            p.requires_grad_(n in names)
             if p.requires_grad:
                 params.append(p)
         self.params = params
@@ -37,7 +43,7 @@ class Learner:
 
     def token_weights(self, judgements: list[Judgement]) -> torch.Tensor:
         w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
-        return centre(w) if self.reward.centre else w
+        return centre(w, self.reward.centre, self.group)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
         """One update. shard = (rank, world): a data-parallel learner computes its equal share of the batch,
@@ -61,13 +67,12 @@ class Learner:
 
     # ---- state ----
     def save(self, path: Path, extra: dict[str, str]) -> None:
-        tensors = optimizer_tensors(self.opt) | {f"ref.{k}": v for k, v in self.reference.state_dict().items()}
-        save_tensors(tensors, path, {"version": str(self.version), **extra})
+        """The optimiser's state and the version. The reference is not saved: it is the run's initial model."""
+        save_tensors(optimizer_tensors(self.opt), path, {"version": str(self.version), **extra})
 
     def load(self, path: Path) -> None:
         t = load_tensors(path)
         self.version = int(load_metadata(path)["version"])
-        self.reference.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ref.")})
         load_optimizer(self.opt, t)
         self.policy.policy_version = self.version
 

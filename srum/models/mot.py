@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import atomic_write, load_metadata, load_tensors, save_tensors, write_text
 from ..learner.objective import weighted_flow_loss
-from ..io import atomic_write, load_tensors, save_tensors, write_text
-from ..records import Rollout
-from ..world import parse
 from .mot_net import MotConfig, MotNet, patchify, unpatchify
+from .sampling import SampleOptions, generate
 from .tokenizer import QUESTION, WordTokenizer
-
-
-@dataclass
-class SampleOptions:
-    steps: int = 20  # Euler steps from noise (t = 1) to data (t = 0)
-    cfg_scale: float = 3.0  # classifier-free guidance; 1.0 switches it off
-    eta: float = 0.0  # 0 = deterministic ODE; > 0 re-injects noise each step (SDE, for exploration)
 
 
 def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -37,6 +29,7 @@ class MotUMM:
     """Built-in unified model. `net` holds every weight; the tokenizer is word-level."""
 
     kind = "mot"
+    default_sampling = SampleOptions(cfg_scale=3.0, steps=20, eta=0.0)
 
     def __init__(self, cfg: MotConfig, tokenizer: WordTokenizer | None = None, net: MotNet | None = None):
         self.cfg = cfg
@@ -50,7 +43,7 @@ class MotUMM:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def to(self, device: str | torch.device) -> "MotUMM":
+    def to(self, device: str | torch.device) -> MotUMM:
         """Move the weights (e.g. to "cuda"). Random numbers stay on the CPU and move over, so a seed draws
         the same noise on every device."""
         self.net.to(device)
@@ -69,13 +62,14 @@ class MotUMM:
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], generator: torch.Generator, opts: SampleOptions) -> torch.Tensor:
         """Integrate the flow from noise to data; returns clean patches (B, N, patch_dim) in ~[-1, 1]."""
+        opts = (opts or SampleOptions()).over(self.default_sampling).check()
         B, cfg = len(prompts), self.cfg
         x = torch.randn(B, cfg.grid**2, cfg.patch_dim, generator=generator).to(self.device)
         cond = self.text_ids(prompts)
         guided = opts.cfg_scale != 1.0
         ids = torch.cat([cond, self.text_ids([""] * B)]) if guided else cond
         ts = torch.linspace(1.0, 0.0, opts.steps + 1)
-        for t, s in zip(ts[:-1], ts[1:]):
+        for t, s in itertools.pairwise(ts):
             xin = torch.cat([x, x]) if guided else x
             v = self.velocity(xin, t.expand(xin.shape[0]), ids)
             if guided:
@@ -99,18 +93,15 @@ class MotUMM:
         z = torch.randn(x.shape, generator=generator).to(x.device)
         return (1 - s) * x0 + s * ((1 - eta**2) ** 0.5 * eps + eta * z)
 
-    def generate(self, prompts: list[str], n: int = 1, seed: int = 0, opts: SampleOptions | None = None) -> list[Rollout]:
-        """n images per prompt, deterministic for a seed."""
-        opts = opts or SampleOptions()
-        specs = [parse(p) for p in prompts]
-        flat = [s for s in specs for _ in range(n)]
-        g = torch.Generator().manual_seed(seed)
-        lat = self.sample_latents([s.prompt for s in flat], g, opts).cpu()
-        imgs = self.decode(lat)
-        return [
-            Rollout(f"{seed}-{i}", s.prompt, s.category, imgs[i], lat[i].numpy(), self.policy_version)
-            for i, s in enumerate(flat)
-        ]
+    def sample(self, prompts: list[str], seed: int, opts: SampleOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One image per prompt: (uint8 images, clean latents), deterministic for a seed."""
+        o = (opts or SampleOptions()).over(self.default_sampling).check()
+        lat = self.sample_latents(prompts, torch.Generator().manual_seed(seed), o).cpu()
+        return self.decode(lat), lat.numpy()
+
+    def generate(self, prompts: list[str], n: int = 1, seed: int = 0, opts: SampleOptions | None = None):
+        """n rollouts per prompt (srum.models.sampling.generate)."""
+        return generate(self, prompts, n, seed, opts)
 
     # ---- understanding: yes / no ----
     def answer_logits(self, images: np.ndarray | torch.Tensor, questions: list[str]) -> torch.Tensor:
@@ -169,7 +160,27 @@ class MotUMM:
         gen = ("gen_in.", "gen_img_pos", "time_mlp.", "gen_norm.", "gen_out.", "gen_feat.", "gen_refine.")
         return [n for n, _ in self.net.named_parameters() if n.startswith(gen) or ".gen." in n]
 
-    def take_generation_expert(self, donor: "MotUMM") -> None:
+    def trainable(self, mode: str) -> list[str]:
+        """Names of the weights an update touches: the generation expert, or everything."""
+        if mode == "generation":
+            return self.generation_parameters()
+        if mode == "all":
+            return [n for n, _ in self.net.named_parameters()]
+        raise ValueError(f"learner.train {mode!r}: the mot backend trains 'generation' or 'all' (no LoRA)")
+
+    def make_reference(self) -> MotNet:
+        """The frozen reference the loss reads: a copy of the network as it is now (the initial policy)."""
+        import copy
+
+        return copy.deepcopy(self.net).requires_grad_(False).eval()
+
+    def load_state(self, directory: Path) -> None:
+        """Load the weights a `save` wrote into this model, in place."""
+        other = MotUMM.load(Path(directory))
+        self.net.load_state_dict(other.net.state_dict())
+        self.policy_version = other.policy_version
+
+    def take_generation_expert(self, donor: MotUMM) -> None:
         """Replace this model's generation-only weights with `donor`'s. Understanding reads none of them, so
         the judge stays exactly this model's; used to ship an understanding stage whose generation side
         got worse with the earlier stage's generator (the text they share runs through the understanding
@@ -221,7 +232,7 @@ class MotUMM:
         write_text(d / "config.json", json.dumps({"kind": self.kind, **self.cfg.model_dump()}, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "MotUMM":
+    def load(cls, directory: Path) -> MotUMM:
         d = Path(directory)
         for f in ("config.json", "model.safetensors", "tokenizer.json"):
             if not (d / f).exists():
@@ -230,4 +241,5 @@ class MotUMM:
         raw.pop("kind", None)
         model = cls(MotConfig(**raw), WordTokenizer.load(d / "tokenizer.json"))
         model.net.load_state_dict(load_tensors(d / "model.safetensors"))
+        model.policy_version = int(load_metadata(d / "model.safetensors").get("policy_version", 0))
         return model

@@ -25,7 +25,7 @@ class WordTokenizer:
         self.yes, self.no = self.index["yes"], self.index["no"]
 
     @classmethod
-    def default(cls) -> "WordTokenizer":
+    def default(cls) -> WordTokenizer:
         return cls(SPECIALS + WORDS)
 
     def ids(self, text: str) -> list[int]:
@@ -50,5 +50,5 @@ class WordTokenizer:
         Path(path).write_text(json.dumps({"type": "word", "vocab": self.vocab}, indent=1))
 
     @classmethod
-    def load(cls, path: Path) -> "WordTokenizer":
+    def load(cls, path: Path) -> WordTokenizer:
         return cls(json.loads(Path(path).read_text())["vocab"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..records import Judgement, Region, Rollout
-from ..world import parse
+from ..rollout.sources import item
 from ..world.corrupt import crop_region
 from .proposals import Proposer
 from .reward_map import reward_map
@@ -23,6 +23,7 @@ from .reward_map import reward_map
 @dataclass
 class JudgeOptions:
     signed: bool = False  # signed map instead of the paper's
+    uniform: bool = False  # every weight 1: the no-reward control
     use_global: bool = True
     use_local: bool = True
     binarize: bool = False
@@ -31,8 +32,9 @@ class JudgeOptions:
 
 
 def object_phrases(prompt: str) -> list[str]:
-    """The distinct objects a prompt names, as single-object phrases ('a red square')."""
-    return sorted({f"a {c} {s}" for c, s in parse(prompt).objects})
+    """The distinct objects a prompt names, as single-object phrases ('a red square'): a CompWorld scene's
+    objects, or what the phrase extractor finds in a free-text prompt."""
+    return list(item(prompt).objects)
 
 
 class SelfJudge:
@@ -46,11 +48,11 @@ class SelfJudge:
             images.append(r.image)
             questions.append(self.model.question(r.prompt))
             owners.append((i, -1, None))
-            bs = self.proposer(r.image) if self.opts.use_local else []
+            bs = self.proposer(r.image, tuple(r.objects or object_phrases(r.prompt))) if self.opts.use_local else []
             boxes.append(bs)
             for k, box in enumerate(bs):
                 crop = crop_region(r.image, box)
-                for phrase in object_phrases(r.prompt):
+                for phrase in (r.objects or object_phrases(r.prompt)):
                     images.append(crop)
                     questions.append(self.model.question(phrase))
                     owners.append((i, k, phrase))
@@ -67,5 +69,32 @@ class SelfJudge:
             regions.append(Region(tuple(int(v) for v in box), phrase, 2 * float(best) - 1))
         o = self.opts
         m = reward_map(g, [(reg.box, reg.score) for reg in regions], r.image.shape[:2], o.signed, o.use_global,
-                       o.use_local, o.binarize)
+                       o.use_local, o.binarize, o.uniform)
         return Judgement(r.id, g, regions, m)
+
+
+class TextModeJudge:
+    """A judge that answers in words (a large VLM served by vLLM): "Score: x" per region and globally, parsed by
+    `text_judge` with bounded retries; a score still missing is a neutral 0, counted in `fallbacks`."""
+
+    def __init__(self, model, proposer: Proposer, opts: JudgeOptions | None = None, retries: int = 2):
+        from .text_judge import TextJudge
+
+        self.model, self.proposer, self.opts = model, proposer, opts or JudgeOptions()
+        self.text = TextJudge(model.ask, retries)
+
+    @property
+    def fallbacks(self) -> int:
+        return self.text.fallbacks
+
+    def judge(self, rollouts: list[Rollout]) -> list[Judgement]:
+        out = []
+        for r in rollouts:
+            boxes = self.proposer(r.image, tuple(r.objects or object_phrases(r.prompt))) if self.opts.use_local else []
+            res = self.text.judge(r.prompt, r.image, boxes)
+            regions = [Region(tuple(int(v) for v in b), "", s) for b, s in zip(boxes, res.region_scores)]
+            o = self.opts
+            m = reward_map(res.global_score, [(reg.box, reg.score) for reg in regions], r.image.shape[:2], o.signed,
+                           o.use_global, o.use_local, o.binarize, o.uniform)
+            out.append(Judgement(r.id, res.global_score, regions, m))
+        return out

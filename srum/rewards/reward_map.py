@@ -2,6 +2,7 @@
 
 Paper form (default): 0.5 everywhere; each region raised to (s_r + 1) / 2 where that is larger; the
 whole map times (g + 1) / 2. A negatively judged region is never pushed below the background.
+Uniform (the control): 1 everywhere, whatever the judge says.
 Signed form (ours): each region *set* to (s_r + 1) / 2 (the lowest wins where regions overlap), times
 (g + 1) / 2, then mapped to [-1, 1] by 2m - 1, so a badly judged region gets a negative weight and
 the update pushes the sample away there.
@@ -17,8 +18,10 @@ from .proposals import Box
 
 
 def reward_map(g: float, regions: list[tuple[Box, float]], size: tuple[int, int], signed: bool = False,
-               use_global: bool = True, use_local: bool = True, binarize: bool = False) -> np.ndarray:
+               use_global: bool = True, use_local: bool = True, binarize: bool = False, uniform: bool = False) -> np.ndarray:
     h, w = size
+    if uniform:  # the control: no reward at all
+        return np.ones((h, w), np.float32)
     if binarize:
         g = 1.0 if g > 0 else -1.0
         regions = [(b, 1.0 if s > 0 else -1.0) for b, s in regions]
@@ -47,6 +50,14 @@ def pool_to_tokens(maps: np.ndarray, grid: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(t, grid).flatten(1)
 
 
-def centre(weights: torch.Tensor) -> torch.Tensor:
-    """Per-batch advantage centring: subtract the batch mean of the token weights."""
-    return weights - weights.mean()
+def centre(weights: torch.Tensor, how: str = "batch", group: int = 1) -> torch.Tensor:
+    """Advantage centring of (B, N) token weights: subtract the batch's mean (`batch`), or the mean over each
+    prompt's `group` consecutive samples (`prompt`, GRPO-style: a sample is weighed against its siblings)."""
+    if how == "none":
+        return weights
+    if how == "batch":
+        return weights - weights.mean()
+    if weights.shape[0] % group:
+        raise ValueError(f"a batch of {weights.shape[0]} samples is not whole groups of {group}")
+    g = weights.view(-1, group, weights.shape[1])
+    return (g - g.mean(dim=(1, 2), keepdim=True)).view_as(weights)

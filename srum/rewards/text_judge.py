@@ -23,10 +23,10 @@ Answer only in this form:
 {answer_form}Global: Score: <number>"""
 
 _NUM = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))"
-_REGION = re.compile(rf"region\s*#?\s*(\d+)\b[^\n\d]*?score\s*[:=]?\s*\**\s*{_NUM}", re.I)
-_GLOBAL = re.compile(rf"(?:global|overall|whole image)[^\n\d]*?score\s*[:=]?\s*\**\s*{_NUM}", re.I)
-_ANY = re.compile(rf"score\s*[:=]\s*\**\s*{_NUM}", re.I)
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_REGION = re.compile(rf"region\s*#?\s*(\d+)\b[^\n\d]*?score\s*[:=]?\s*\**\s*{_NUM}", re.IGNORECASE)
+_GLOBAL = re.compile(rf"(?:global|overall|whole image)[^\n\d]*?score\s*[:=]?\s*\**\s*{_NUM}", re.IGNORECASE)
+_ANY = re.compile(rf"score\s*[:=]\s*\**\s*{_NUM}", re.IGNORECASE)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 
 def judge_prompt(prompt: str, boxes: list[Box]) -> str:

@@ -165,7 +165,7 @@ def _redraw(img: np.ndarray, o: Placed, box: np.ndarray) -> np.ndarray:
     img[sl][img[sl].any(-1)] = 0
     h, w = box.shape
     cx, cy = o.centre
-    x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
+    x0, y0 = round(cx - w / 2), round(cy - h / 2)
     mask = np.zeros((CANVAS, CANVAS), bool)
     ys, xs = slice(max(y0, 0), min(y0 + h, CANVAS)), slice(max(x0, 0), min(x0 + w, CANVAS))
     mask[ys, xs] = box[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
@@ -304,6 +304,7 @@ def crop_region(img: np.ndarray, box: tuple[int, int, int, int], pad: int = 1) -
     how a region is shown to the understanding head for a local judgement."""
     x0, y0, x1, y1 = box
     out = np.zeros_like(img)
-    sl = slice(max(y0 - pad, 0), min(y1 + pad, CANVAS)), slice(max(x0 - pad, 0), min(x1 + pad, CANVAS))
+    h, w = img.shape[:2]  # any resolution: a model may draw at its own
+    sl = slice(max(y0 - pad, 0), min(y1 + pad, h)), slice(max(x0 - pad, 0), min(x1 + pad, w))
     out[sl] = img[sl]
     return out

@@ -35,9 +35,23 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def read_png(path: Path) -> np.ndarray:
-    img = np.asarray(Image.open(path).convert("RGB"))
-    if img.shape != (CANVAS, CANVAS, 3):
-        raise InputError(f"{path}: CompWorld images are {CANVAS}x{CANVAS}; got {img.shape[1]}x{img.shape[0]}")
+    """A 32 x 32 RGB image; anything else (missing, unreadable, another size or mode) is an InputError naming
+    the file. Grey and palette images are refused rather than converted: a CompWorld image is RGB."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, size = im.mode, im.size
+            img = np.asarray(im.convert("RGB")) if mode in ("RGB", "RGBA") else None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such image") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for broken files; all mean "not a readable image"
+        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    if size != (CANVAS, CANVAS):
+        raise InputError(f"{path}: CompWorld images are {CANVAS}x{CANVAS}; got {size[0]}x{size[1]}")
+    if img is None:
+        raise InputError(f"{path}: CompWorld images are RGB; got mode {mode}")
+    if mode == "RGBA" and (np.asarray(im)[..., 3] != 255).any():
+        raise InputError(f"{path}: has transparent pixels; CompWorld images are RGB")
     return img
 
 

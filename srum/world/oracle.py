@@ -80,7 +80,7 @@ def _components(image: np.ndarray):
     fragments under 12 px included."""
     lab = label_pixels(image)
     for k, name in enumerate(_NAMES):
-        comp, n = ndimage.label(lab == k, structure=_FOUR_CONNECTED)
+        comp, _n = ndimage.label(lab == k, structure=_FOUR_CONNECTED)
         for idx, sl in enumerate(ndimage.find_objects(comp), start=1):
             pixels = comp[sl] == idx
             area = int(pixels.sum())
@@ -131,3 +131,21 @@ def failure(spec: Spec, found: list[Detected], passed: bool) -> str | None:
 def _check_image(image: np.ndarray) -> None:
     if image.shape != (CANVAS, CANVAS, 3):
         raise ValueError(f"CompWorld images are {CANVAS}x{CANVAS}x3; got shape {image.shape}")
+
+
+COUNT_WORDS = ["a", "two", "three", "four", "five", "six", "seven", "eight"]  # beyond eight: "many"
+DESCRIBE_WORDS = ["it", "shows", "nothing", "blob", "blobs", "five", "six", "seven", "eight", "many"]
+
+
+def describe(image: np.ndarray) -> str:
+    """What the oracle sees, in the prompts' words, in a fixed order (colour, then shape): "two red squares and a
+    blue circle"; an object of no shape by the rules is a "blob"; an empty canvas is "nothing". Training text
+    for a model's understanding (every image gets one, where a yes/no answer gives one bit)."""
+    counts = collections.Counter((d.color, d.shape) for d in detect(image))
+    order = {s: i for i, s in enumerate(("square", "circle", "triangle", "unknown"))}
+    parts = []
+    for (c, s), n in sorted(counts.items(), key=lambda kv: (_NAMES.index(kv[0][0]), order[kv[0][1]])):
+        noun = "blob" if s == "unknown" else s
+        word = COUNT_WORDS[n - 1] if n <= len(COUNT_WORDS) else "many"
+        parts.append(f"{word} {c} {noun}{'s' if n > 1 else ''}")
+    return " and ".join(parts) or "nothing"

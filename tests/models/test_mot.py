@@ -92,7 +92,9 @@ def test_tokenizer_errors_are_clear():
 
 
 def test_missing_model_dir_is_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a model directory"):
+    from srum.io import InputError
+
+    with pytest.raises(InputError, match="not a model directory"):
         load_model(tmp_path)
 
 

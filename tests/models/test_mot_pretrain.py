@@ -56,9 +56,9 @@ def test_pretrain_cli_refuses_bad_schedule_and_workers(tmp_path, capsys):
     from srum.cli import main
 
     for key, value in (("und_every", 0), ("workers", -1), ("device", "gpu"), ("gen_batch", -1), ("ground_coef", -1)):
-        assert main(["pretrain", "--set", f"{key}={value}", "--out", str(tmp_path / "p")]) == 2
+        assert main(["pretrain", "--set", "backend=mot", "--set", f"{key}={value}", "--out", str(tmp_path / "p")]) == 2
         assert f"--set {key}={value}: {key}:" in capsys.readouterr().err
-    assert main(["pretrain", "--set", "gen_batch=0", "--set", "und_every=2", "--out", str(tmp_path / "p")]) == 2
+    assert main(["pretrain", "--set", "backend=mot", "--set", "gen_batch=0", "--set", "und_every=2", "--out", str(tmp_path / "p")]) == 2
     assert "gen_batch 0 with und_every 2" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
 
@@ -133,8 +133,8 @@ def test_understanding_examples_name_their_kind():
     import collections
     import random
 
-    from srum.models.mot_pretrain import und_example
     from srum.world import parse, passes, training_spec
+    from srum.world.examples import und_example
 
     kinds = {und_example(random.Random(i), training_spec(3, i), resized=0.3)[3] for i in range(200)}
     assert kinds == {"resized", "render", "perturbed prompt", "perturbed scene", "corrupted", "crop"}
@@ -151,8 +151,8 @@ def test_new_example_options_off_replay_earlier_stages_exactly():
     make the same batches."""
     import random
 
-    from srum.models.mot_pretrain import und_example
     from srum.world import training_spec
+    from srum.world.examples import und_example
 
     for i in range(20):
         a, b = und_example(random.Random(i), training_spec(3, i), 0.3), und_example(random.Random(i), training_spec(3, i), 0.3, 0.0, blobs=0.0)

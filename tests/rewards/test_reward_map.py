@@ -77,6 +77,34 @@ def test_grid_and_component_proposers():
     assert ComponentProposer(min_area=8)(img) == [(2, 2, 12, 12), (20, 20, 23, 23)]
     assert ComponentProposer(min_area=8, max_regions=1)(img) == [(2, 2, 12, 12)]
     assert GridProposer(2)(img) == [(0, 0, 16, 16), (16, 0, 32, 16), (0, 16, 16, 32), (16, 16, 32, 32)]
-    assert load_proposer("srum.rewards.proposals:GridProposer") is GridProposer
+    # a module's function: called with the image only, or with the image and the prompt's phrases if it takes them
+    one = load_proposer("tests.rewards.test_reward_map:boxes_of_image")
+    two = load_proposer("tests.rewards.test_reward_map:boxes_of_phrases")
+    assert one(img, ("a cat",)) == [(0, 0, 1, 1)] and two(img, ("a cat", "a dog")) == [(0, 0, 2, 2)]
     with pytest.raises(ValueError, match="module:function"):
         load_proposer("nocolon")
+    with pytest.raises(ValueError, match="cannot import"):
+        load_proposer("no_such_module_here:f")
+
+
+def boxes_of_image(image):
+    return [(0, 0, 1, 1)]
+
+
+def boxes_of_phrases(image, phrases):
+    return [(0, 0, len(phrases), len(phrases))]
+
+
+def test_centre_per_prompt_weighs_a_sample_against_its_siblings():
+    w = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.5, 0.5], [0.7, 0.3]])  # two prompts, two samples each
+    c = centre(w, "prompt", 2)
+    assert torch.allclose(c[:2], torch.tensor([[0.5, 0.5], [-0.5, -0.5]]))
+    assert torch.allclose(c[2:].sum(), torch.tensor(0.0), atol=1e-6)
+    assert torch.equal(centre(w, "none"), w)
+    with pytest.raises(ValueError, match="whole groups"):
+        centre(w[:3], "prompt", 2)
+
+
+def test_uniform_map_ignores_the_judge():
+    m = reward_map(-0.9, [((0, 0, 4, 4), -1.0)], (8, 8), uniform=True)
+    assert (m == 1).all() and m.dtype == np.float32

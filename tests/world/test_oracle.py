@@ -5,7 +5,16 @@ import random
 import numpy as np
 import pytest
 
-from srum.world import COLORS, check, detect, failure, parse, passes, render, sample_prompt
+from srum.world import (
+    COLORS,
+    check,
+    detect,
+    failure,
+    parse,
+    passes,
+    render,
+    sample_prompt,
+)
 from srum.world.spec import SHAPE_MASKS
 
 RED = np.array(COLORS["red"])

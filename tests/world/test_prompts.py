@@ -2,7 +2,14 @@ import random
 
 import pytest
 
-from srum.world import CATEGORIES, PromptError, enumerate_prompts, heldout_set, parse, training_spec
+from srum.world import (
+    CATEGORIES,
+    PromptError,
+    enumerate_prompts,
+    heldout_set,
+    parse,
+    training_spec,
+)
 from srum.world.bench import training_prompts
 from srum.world.corrupt import perturb_prompt
 

@@ -1,0 +1,94 @@
+"""The judge's training examples: (image, prompt, label, kind) made from CompWorld renders only, never from
+a model's generations. Labels come from the world's own rules (`passes`), so a mild corruption that still
+meets its prompt is a positive. Every backend's pretraining draws from here.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from . import layout, parse, passes
+from .corrupt import (
+    EDITS,
+    blob,
+    corrupt,
+    crop_region,
+    edit_scene,
+    global_noise,
+    perturb_prompt,
+    resize,
+)
+from .oracle import MAP_COLORS, MAP_SHAPES, object_map
+from .render import draw
+from .spec import COLORS, SHAPES
+
+
+def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 0.0,
+                edits: tuple[str, ...] = EDITS[:3], resize_each: float = 0.0, blobs: float = 0.0) -> tuple[np.ndarray, str, bool, str]:
+    """One (image, prompt, label, kind) understanding example from a render of `spec`; `kind` names the
+    branch that made it (for diagnostics: bench/judge_probe.py)."""
+    if edited and rng.random() < edited:  # a generator's kind of mistake: an object too many, wrong, missing or misbound
+        objs = layout(edit_scene(spec, rng, edits), rng)
+        img = draw(objs)
+        if rng.random() < 0.5:
+            img = resize(img, objs, rng)
+        return _judged(img, spec, rng, "edited scene")
+    if blobs and rng.random() < blobs:  # the prompt's scene as a generator draws it: lumps of the right colours
+        objs = layout(spec, rng)
+        img = draw(objs)
+        for o in _each(objs, rng, 0.7):
+            img = blob(img, objs, rng, o)
+        return _judged(img, spec, rng, "blobs")
+    objs = layout(spec, rng)
+    img = draw(objs)
+    if resized and rng.random() < resized:  # shapes at the sizes and aspects a generator draws them
+        if resize_each:  # each object on its own, as a generator draws every object at its own size
+            for o in _each(objs, rng, resize_each):
+                img = resize(img, objs, rng, o)
+        else:
+            for _ in range(rng.choice([1, 1, 2])):
+                img = resize(img, objs, rng)
+        return _judged(img, spec, rng, "resized")
+    r = rng.random()
+    if r < 0.40:  # the render itself, under benign noise
+        kind, img, text = "render", global_noise(img, rng), spec.prompt
+    elif r < 0.55:  # a prompt that differs in one detail
+        kind, img, text = "perturbed prompt", global_noise(img, rng), perturb_prompt(spec, rng).prompt
+    elif r < 0.62:  # a render of a perturbed scene, asked about the original prompt
+        other = perturb_prompt(spec, rng)
+        kind, img, text = "perturbed scene", global_noise(draw(layout(other, rng)), rng), spec.prompt
+    elif r < 0.88:  # one or two broken objects, or a fragmented / scattered image
+        kind, img, text = "corrupted", corrupt(img, objs, rng, rng.choice([1, 1, 2])), spec.prompt
+    else:  # an object crop, as the local judge sees regions
+        if rng.random() < 0.5:
+            img = corrupt(img, objs, rng, 1)
+        o = rng.choice(objs)
+        img = crop_region(img, o.box, pad=rng.choice([0, 1, 2]))
+        c, s = (o.color, o.shape) if rng.random() < 0.6 else (rng.choice(list(COLORS)), rng.choice(SHAPES))
+        kind, text = "crop", f"a {c} {s}"
+    return img, text, passes(img, parse(text)), kind
+
+
+def _each(objs: list, rng: random.Random, chance: float) -> list:
+    """Each object with this chance, and one drawn at random if none was: a redraw always changes something."""
+    return [o for o in objs if rng.random() < chance] or [rng.choice(objs)]
+
+
+def _judged(img: np.ndarray, spec, rng: random.Random, kind: str) -> tuple[np.ndarray, str, bool, str]:
+    """An example of a whole scene asked about its own prompt: under benign noise, labelled by the world's rules."""
+    img = global_noise(img, rng)
+    return img, spec.prompt, passes(img, spec), kind
+
+
+def token_objects(image: np.ndarray, patch: int, min_pixels: int = 3) -> np.ndarray:
+    """(grid^2, 2) int64: per patch, the (colour, shape) of `object_map` that covers most of its pixels,
+    or background (0, 0) where no object covers at least `min_pixels` of them."""
+    colour, shape = object_map(image)
+    pair = colour * len(MAP_SHAPES) + shape  # 0 is background
+    g = image.shape[0] // patch
+    tiles = pair.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
+    counts = (tiles[:, :, None] == np.arange(1, len(MAP_COLORS) * len(MAP_SHAPES))).sum(1)  # background not counted
+    best = np.where(counts.max(1) >= min_pixels, counts.argmax(1) + 1, 0)
+    return np.stack([best // len(MAP_SHAPES), best % len(MAP_SHAPES)], 1)
