@@ -207,3 +207,26 @@ def test_cli_refuses_bad_arguments_before_starting_anything(tmp_path, capsys):
     assert "--replicas-max must be at least 1" in capsys.readouterr().err
     assert main(["serve", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def ray_listeners() -> list[tuple[str, str]]:
+    """(address, process) of every listening TCP socket owned by a Ray process (`ss -ltnp`)."""
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("ss"):
+        pytest.skip("needs ss (iproute2) to list listening sockets")
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [(line.split()[3], m.group(1)) for line in out if (m := re.search(r'users:\(\("([^"]+)"', line))]
+    return [(addr, proc) for addr, proc in rows if proc.startswith(("ray::", "raylet", "gcs_server", "ray-dashboard"))
+            or "ray" in proc.lower()]
+
+
+@pytest.mark.slow
+def test_every_listener_of_the_private_instance_is_on_loopback(server):
+    """GCS, raylet, object manager, agents, the Serve proxy and every replica's gRPC server: 127.0.0.1 only."""
+    found = ray_listeners()
+    assert any(proc.startswith("ray::ServeRepli") for _, proc in found), found  # the replicas were seen
+    loopback = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")
+    assert all(addr.startswith(loopback) for addr, _ in found), [f for f in found if not f[0].startswith(loopback)]
