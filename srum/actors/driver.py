@@ -75,3 +75,107 @@ def loopback_serve_replicas() -> None:
 
     loopback.srum_loopback = True
     tls_utils.add_port_to_grpc_server = loopback
+
+
+def controller_handle(name: str):
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        raise LookupError(f"no running srum job named {name!r} in namespace {NAMESPACE!r} on this cluster") from None
+
+
+class RayEngine:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, log=print):
+        self.cfg, self.dir, self.log = cfg, Path(run_dir).resolve(), log
+        self._stop_requested = False
+
+    def run(self) -> dict:
+        rundir.prepare(self.dir, self.cfg)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.dir / "config.yaml", dump_config(self.cfg))
+        connect(self.cfg.ray.address)
+        model_stages = self.cfg.ray.stages == "model"
+        fresh = not (self.dir / "checkpoints" / "latest").exists()
+        if model_stages and self.cfg.eval.at_start and fresh and not (self.dir / "eval" / "initial" / "report.json").exists():
+            initial = load_model(self.cfg.model)
+            evaluate(self.cfg, self.dir, "initial", initial, initial, self.log)
+        summary = self._train()
+        results = {**eval_reports(self.dir), "steps_done": summary["steps_done"], "train_seconds": summary["seconds"],
+                   "ray": summary}
+        if summary["stopped"]:
+            # A stopped job has seconds before SIGKILL (RAY_JOB_STOP_WAIT_TIME_S): keep the checkpoint, skip eval.
+            self.log(f"stopped at step {summary['steps_done']}; final evaluation skipped "
+                     f"(srum eval --model {self.dir}/checkpoints/<latest>/model)")
+        elif model_stages and self.cfg.eval.at_end:
+            latest = latest_checkpoint(self.dir)
+            judge = load_model(latest / "model") if self.cfg.learner.judge_follows else load_model(self.cfg.model)
+            results["final"] = evaluate(self.cfg, self.dir, "final", load_model(latest / "model"), judge, self.log)
+        write_json(self.dir / "results.json", results)
+        return results
+
+    def _train(self) -> dict:
+        from .controller import Controller
+
+        try:
+            ray.get_actor(self.cfg.ray.name, namespace=NAMESPACE)
+            raise RuntimeError(f"a srum job named {self.cfg.ray.name!r} is already running on this cluster; "
+                               f"set ray.name to run another beside it")
+        except ValueError:
+            pass
+        ctl = Controller.options(name=self.cfg.ray.name, namespace=NAMESPACE, lifetime=None).remote(
+            self.cfg.model_dump_json(), str(self.dir))
+        run_ref = ctl.run.remote()
+        main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+        try:
+            return self._watch(ctl, run_ref)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.log(f"received {signal.Signals(signum).name}: finishing the current step and checkpointing")
+        self._stop_requested = True
+
+    def _watch(self, ctl, run_ref) -> dict:
+        """Wait for the controller, printing a status line every `status_every` steps; honour stop and budget."""
+        bar = tqdm(total=self.cfg.steps, desc="srum train (ray)", mininterval=2, file=sys.stderr)
+        t0, budget, stop_sent, printed = time.perf_counter(), 60 * self.cfg.time_budget_min, False, 0
+        while True:
+            ready, _ = ray.wait([run_ref], timeout=1.0)
+            if ready:
+                break
+            over_budget = budget and time.perf_counter() - t0 > budget
+            if (self._stop_requested or over_budget) and not stop_sent:
+                ctl.stop.remote()
+                stop_sent = True
+            st = ray.get(ctl.status.remote())
+            bar.update(st["step"] - bar.n)
+            if st["history"] and st["step"] >= printed + self.cfg.ray.status_every:
+                printed = st["step"]
+                self.log(status_line(st, time.perf_counter() - t0, self.cfg))
+        bar.close()
+        summary = ray.get(run_ref)
+        self.log(f"ray engine: {summary['steps_done']} steps, {summary['samples_per_s']} samples/s, "
+                 f"{summary['dropped_stale']} stale batches dropped, learner idle {summary['learner_idle_ratio']:.0%}")
+        return summary
+
+
+def status_line(st: dict, elapsed: float, cfg: TrainConfig) -> str:
+    h = st["history"][-1]
+    samples = st["consumed"] * cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
+    return (f"step {st['step']}/{cfg.steps} v{st['version']} | {samples / max(elapsed, 1e-9):.1f} samples/s | "
+            f"g {h.get('global_reward')} loc {h.get('local_reward')} | loss {h.get('total')} kl {h.get('kl_term')} | "
+            f"staleness {h['staleness']} dropped {st['dropped_stale']} | gens {st['generators']} judges {st['judges']}")
+
+
+def scale(name: str, generators: int | None, judges: int | None, address: str | None = None) -> dict:
+    """Ask the running job's controller for a new size; it adds or retires actors between batches."""
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        connect(address)
+    except ConnectionError as e:
+        raise LookupError(f"no Ray cluster at {address!r} to find the job in ({e})") from None
+    return ray.get(controller_handle(name).scale.remote(generators, judges))
+
+
