@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,19 +119,21 @@ def actor_pids(role: str, under: int) -> list[int]:
 
 
 def part_kills(model: Path, out: Path, n_kills: int) -> dict:
-    run = out / "kills"
-    steps = 60
+    run = fresh(out / "kills")
+    steps = 80
     p = start(train_cmd(model, run, steps, "ray", "ray.max_staleness=1", "ray.generators=2", "ray.judges=2",
                         "ray.generator.num_cpus=0.25", "ray.judge.num_cpus=0.25"), out / "kills.log")
     wait_steps(run, 2, p)
     kills = []
-    for i in range(n_kills):
+    for i in range(n_kills):  # one kill every two learned steps: spread over the run, each after the last recovered
         role = "GeneratorActor" if i % 2 == 0 else "JudgeActor"
-        pids = actor_pids(role, p.pid)
+        t = time.time()
+        while not (pids := actor_pids(role, p.pid)) and time.time() - t < 120:
+            time.sleep(0.5)  # its replacement is still starting
         if pids:
             os.kill(pids[0], signal.SIGKILL)
             kills.append({"at_step": steps_done(run), "role": role, "pid": pids[0]})
-        time.sleep(4)
+        wait_steps(run, steps_done(run) + 2, p)
     wait_steps(run, steps_done(run) + 2, p)
     learner = actor_pids("LearnerActor", p.pid)
     if learner:
@@ -152,13 +155,13 @@ def part_kills(model: Path, out: Path, n_kills: int) -> dict:
 def part_resume(model: Path, out: Path) -> dict:
     steps, res = 14, {}
     for engine, sets in (("local", []), ("ray", ["ray.max_staleness=0"])):
-        ref = out / f"resume_{engine}_straight"
+        ref = fresh(out / f"resume_{engine}_straight")
         code = finish(start(train_cmd(model, ref, steps, engine, *sets), out / f"resume_{engine}_straight.log"))
         want = final_sha(ref, steps)
         cases = {}
         for name, how in (("after step 3", ("steps", 3)), ("mid step 8", ("steps", 8)),
                           ("inside the checkpoint write at step 10", ("fault", 10))):
-            run = out / f"resume_{engine}_{how[0]}{how[1]}"
+            run = fresh(out / f"resume_{engine}_{how[0]}{how[1]}")
             log = out / f"{run.name}.log"
             if how[0] == "steps":
                 p = start(train_cmd(model, run, steps, engine, *sets), log)
@@ -182,7 +185,7 @@ def part_resume(model: Path, out: Path) -> dict:
 
 
 def part_streaming(model: Path, out: Path) -> dict:
-    run, steps = out / "streaming", 24
+    run, steps = fresh(out / "streaming"), 24
     cmd = train_cmd(model, run, steps, "ray", "ray.max_staleness=2", "ray.generators=2", "ray.generator.num_cpus=0.25")
     p = start(cmd, out / "streaming.log")
     wait_steps(run, 12, p)
@@ -194,6 +197,12 @@ def part_streaming(model: Path, out: Path) -> dict:
     return {"killed_after_step": at, "checkpoint": {k: state[k] for k in ("step", "data_position", "learned_ahead")},
             "resume_exit": code, "batches_learned": len(batches), "each_batch_once": len(batches) == len(set(batches)),
             "none_skipped": sorted(batches) == list(range(steps))}
+
+
+def fresh(run: Path) -> Path:
+    """A run directory of this bench, emptied: a run left by an earlier bench would be resumed, not measured."""
+    shutil.rmtree(run, ignore_errors=True)
+    return run
 
 
 def listening(under: int) -> list[str]:
@@ -219,7 +228,7 @@ def listening(under: int) -> list[str]:
 
 def part_sockets(model: Path, out: Path) -> dict:
     res = {}
-    p = start(train_cmd(model, out / "sockets", 400, "ray"), out / "sockets_train.log")
+    p = start(train_cmd(model, fresh(out / "sockets"), 400, "ray"), out / "sockets_train.log")
     wait_steps(out / "sockets", 2, p)
     res["srum train --engine ray"] = listening(p.pid)
     kill_tree(p)
@@ -287,7 +296,9 @@ def build_model(out: Path) -> Path:
 
 
 def markdown(res: dict) -> str:
-    lines = ["# Reliability (issue 19)", "", f"Produced by `{res['command']}` on {res['machine']}.", ""]
+    parts = res.get("commands") or {"all": res["command"]}
+    lines = ["# Reliability (issue 19)", "", f"Produced on {res['machine']} by " + ", ".join(f"`{c}`" for c in parts.values())
+             + " (each part keeps its figures until it is run again).", ""]
     if "kills" in res:
         k = res["kills"]
         lines += ["## Kills in one run", "", (f"{len(k['kills'])} SIGKILLs ({', '.join(x['role'] for x in k['kills'])}) in one "
@@ -341,10 +352,11 @@ def main() -> None:
             res["sockets"] = part_sockets(model, args.out)
         elif part == "bad_input":
             res["bad_input"] = part_bad_input()
+        res.setdefault("commands", {})[part] = f"python bench/faults.py --parts {part}"  # parts may come from several runs
         print(json.dumps({part: res[part], "seconds": round(time.time() - t)}, default=str), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reliability.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (RESULTS / "reliability.md").write_text(markdown(res))
+        RESULTS.mkdir(parents=True, exist_ok=True)  # after every part: a later part that fails loses nothing
+        (RESULTS / "reliability.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        (RESULTS / "reliability.md").write_text(markdown(res))
 
 
 if __name__ == "__main__":

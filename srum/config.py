@@ -133,7 +133,7 @@ from typing import Literal
 
 class RolloutConfig(Section):
     prompts: str = "compworld"  # compworld (the training stream) | a .jsonl / .json prompt file
-    prompts_per_step: int = Field(16, ge=1)
+    prompts_per_step: int = Field(32, ge=1)  # x samples_per_prompt = 64 own samples a learner step
     samples_per_prompt: int = Field(2, ge=1)
     sampling: SamplingConfig = SamplingConfig()
 

@@ -6,7 +6,7 @@ flat paints is the one the vision encoder's palette already implies: 4-connected
 region token holds the component's paint, its box, its pixel count and two classical region descriptors, extent
 and aspect (as skimage's regionprops reports them). A first version of stage 12 gave log sizes and the mask at
 native resolution instead: after 500 steps its object tokens told squares from circles 40 % of the time and
-elongated shapes 11 % (docs/results/foundation.md), and a small MLP on those features fit the mask's 256 pixels
+elongated shapes 11 % (docs/results/foundation_mot.md), and a small MLP on those features fit the mask's 256 pixels
 rather than the rules; ratios are what the world's shape words are about.
 
 What the segmenter does not decide, the model learns from renders, captions and their corruptions: which
