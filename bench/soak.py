@@ -128,7 +128,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.out)
-    head = start_head()
+    head = start_head(num_cpus=4)  # logical CPUs: training (1.25) and serving (1-2) share 2 physical cores
     procs = []
     try:
         e = {**head.env, **env(RAY_ADDRESS=head.address)}

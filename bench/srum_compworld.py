@@ -138,11 +138,12 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(TrainConfig, args.config)
     k = args.images_per_prompt
+    sha = weights_sha256(cfg.model)[:12]
+    args.out = args.out / sha  # runs of other weights are never resumed into this table
     base_report = evaluate_base(cfg, k, args.out)
     base = base_report["overall"]
     res_file = RESULTS / "srum_compworld.json"
     old = json.loads(res_file.read_text()) if res_file.exists() else {}
-    sha = weights_sha256(cfg.model)[:12]
     rows = old.get("rows", {}) if old.get("model_sha256") == sha and old.get("budget_min") == args.budget_min else {}
     base_row = summary(base_report)
     base_row["gap"] = round(base_row["judge_balanced_accuracy"] - base, 4) if base_row.get("judge_balanced_accuracy") else None

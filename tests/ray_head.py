@@ -44,7 +44,7 @@ class RayHead:
         return p
 
 
-def start_head(extra_env: dict | None = None) -> RayHead:
+def start_head(extra_env: dict | None = None, num_cpus: int = 2) -> RayHead:
     bin_dir = str(Path(sys.executable).parent)  # the job's python is whichever one `ray start` finds first
     temp = Path(tempfile.mkdtemp(prefix="srt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
@@ -56,7 +56,7 @@ def start_head(extra_env: dict | None = None) -> RayHead:
     head.run(f"{bin_dir}/ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={head.gcs_port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={head.dashboard_port}", "--include-dashboard=true",
              f"--metrics-export-port={head.metrics_port}", f"--dashboard-agent-listen-port={free_port()}",
-             f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}", "--disable-usage-stats", "--num-cpus=2",
+             f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}", "--disable-usage-stats", f"--num-cpus={num_cpus}",
              timeout=120)
     return head
 

@@ -102,8 +102,9 @@ class RayEngine:
         summary = self._train()
         results = {**eval_reports(self.dir), "steps_done": summary["steps_done"], "train_seconds": summary["seconds"],
                    "ray": summary}
-        if summary["stopped"]:
+        if self._stop_requested:
             # A stopped job has seconds before SIGKILL (RAY_JOB_STOP_WAIT_TIME_S): keep the checkpoint, skip eval.
+            # (A run that reached its time budget stopped too, on its own terms: it is evaluated.)
             self.log(f"stopped at step {summary['steps_done']}; final evaluation skipped "
                      f"(srum eval --model {self.dir}/checkpoints/<latest>/model)")
         elif model_stages and self.cfg.eval.at_end:
