@@ -67,11 +67,14 @@ def open_files(pids: list[int]) -> int:
     return n
 
 
-def ray_objects(address: str) -> int | None:
+def ray_objects(address: str, env: dict) -> int | None:
     code = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False, namespace='soak'); "
             "from ray.util.state import summarize_objects; s = summarize_objects(raise_on_missing_output=False); "
             "print(json.dumps(s['cluster']['total_objects']))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    try:  # the head's environment: its auth token; a probe that hangs counts as no answer, not as the end of the soak
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired:
+        return None
     try:
         return int(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -157,13 +160,14 @@ def main() -> None:
         load = Load(url, args.concurrency, base64.b64encode(buf.getvalue()).decode())
         load.start()
         samples, kills, last_kill, start = [], [], time.time(), time.time()
-        raylet_root = [int(p) for p in subprocess.run(["pgrep", "-f", f"--gcs-address=127.0.0.1:{head.gcs_port}"],
+        # the head's own processes (GCS, raylet, agents: their command lines name its temp dir); actors descend from the raylet
+        raylet_root = [int(p) for p in subprocess.run(["pgrep", "-f", "--", str(head.temp_dir)],
                                                       capture_output=True, text=True).stdout.split()]
         while train.poll() is None:
             time.sleep(30)
             pids = tree([train.pid, serve.pid, *raylet_root])
             samples.append({"t_min": round((time.time() - start) / 60, 2), "rss_mb": rss_mb(pids), "open_files": open_files(pids),
-                            "processes": len(pids), "ray_objects": ray_objects(head.address)})
+                            "processes": len(pids), "ray_objects": ray_objects(head.address, e)})
             print(json.dumps(samples[-1]), flush=True)
             if time.time() - last_kill > args.kill_every:
                 role = random.choice(["GeneratorActor", "JudgeActor"])

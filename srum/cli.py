@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--manifest", required=True, type=Path)
     j.add_argument("--out", required=True, type=Path)
     j.add_argument("--device", default="auto", help="cpu, cuda[:N], or auto (a GPU if torch sees one)")
+    j.add_argument("--engine", choices=["policy", "vllm"], default="policy",
+                   help="policy: --model's own understanding in torch; vllm: --judge-model served by vLLM")
+    j.add_argument("--judge-model", type=Path, help="with --engine vllm: the judge model's directory (e.g. a Qwen2-VL)")
     j.set_defaults(func=cmd_judge)
 
     sv = sub.add_parser("serve", help="serve /generate, /judge and /healthz over HTTP with Ray Serve")
@@ -236,7 +239,17 @@ def cmd_judge(args) -> int:
 
     if args.out.is_dir():
         raise InputError(f"--out {args.out}: is a directory; give the JSONL file to write")
-    rows = run_judge(load_model(args.model, args.device), args.manifest, args.out)
+    if args.engine == "vllm":
+        if not args.judge_model:
+            raise InputError("srum judge --engine vllm needs --judge-model DIR: the judge model's directory")
+        from .models.janus import check_model_dir
+        from .rewards.vllm_judge import VllmJudge
+
+        check_model_dir(args.judge_model)
+        judge = VllmJudge(args.judge_model)  # the same question() / judge_yes_prob() as a policy backend
+    else:
+        judge = load_model(args.model, args.device)
+    rows = run_judge(judge, args.manifest, args.out)
     print(f"judged {len(rows)} images -> {args.out}")
     return 0
 

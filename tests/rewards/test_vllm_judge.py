@@ -45,3 +45,22 @@ def test_ray_training_with_the_vllm_judge(tmp_path, tiny_janus32_dir):
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3] and all(-1 <= x["global_reward"] <= 1 for x in rows)
+
+
+def test_srum_judge_with_the_vllm_engine(tmp_path):
+    sys.path.insert(0, str(HERE.parent))
+    from tiny_vlm import build_tiny_qwen2vl
+
+    judge = build_tiny_qwen2vl(tmp_path / "qwen")
+    env = vllm_env(tmp_path)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a red square"}\n{"prompt": "two blue circles"}\n')
+    r = subprocess.run([sys.executable, "-m", "srum.cli", "world", "render", "--prompts", str(prompts), "--out", str(tmp_path / "r")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "srum.cli", "judge", "--engine", "vllm", "--judge-model", str(judge),
+                        "--manifest", str(tmp_path / "r" / "manifest.jsonl"), "--out", str(tmp_path / "j.jsonl")],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(0 <= x["yes_prob"] <= 1 for x in rows)
