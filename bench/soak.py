@@ -171,7 +171,8 @@ def main() -> None:
             print(json.dumps(samples[-1]), flush=True)
             if time.time() - last_kill > args.kill_every:
                 role = random.choice(["GeneratorActor", "JudgeActor"])
-                victims = [p for p in actor_pids(role, 1)]
+                # actors descend from the head's raylet (whose parent is init), not from this process
+                victims = [p for root in raylet_root for p in actor_pids(role, root)]
                 if victims:
                     os.kill(victims[0], signal.SIGKILL)
                     kills.append({"t_min": samples[-1]["t_min"], "role": role})
@@ -187,7 +188,9 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
         stop_head(head)
-    warm = [s for s in samples if s["t_min"] >= args.warmup_min]
+    # after warm-up, while everything ran: the sample taken as the run was shutting down says nothing about leaks
+    running = max(s["processes"] for s in samples)
+    warm = [s for s in samples if s["t_min"] >= args.warmup_min and s["processes"] == running]
     first, last = warm[0], warm[-1]
     lat = sorted(r["s"] for r in load.rows if r["status"] == 200)
     statuses: dict[str, int] = {}
