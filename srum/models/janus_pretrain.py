@@ -56,8 +56,8 @@ class Section(BaseModel):
 
 
 class TokenizerStage(Section):
-    steps: int = Field(1600, ge=0)
-    batch: int = Field(32, ge=1)
+    steps: int = Field(1000, ge=0)
+    batch: int = Field(64, ge=1)
     lr: float = 2e-3
     dictionary_renders: int = Field(100_000, ge=1)
     temperature: float = 0.05  # of the encoder's code classification
@@ -68,29 +68,30 @@ class TokenizerStage(Section):
 
 
 class JanusPretrainConfig(Section):
+    """Defaults: the shipped built-in's recipe (configs/pretrain-janus.yaml, which also pins threads: 1)."""
     backend: Literal["janus"] = "janus"
     shape: JanusShape = JanusShape()
     seed: int = 0
     tokenizer: TokenizerStage = TokenizerStage()
-    steps: int = Field(5000, ge=1)
+    steps: int = Field(1300, ge=1)
     gen_batch: int = Field(64, ge=1)
     und_batch: int = Field(64, ge=0)
     lr: float = 1e-3
-    warmup: int = 200
+    warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     cond_drop: float = Field(0.1, ge=0, le=1)
     caption_coef: float = 0.5
-    describe_coef: float = Field(0.0, ge=0)  # weight of "it shows <what the oracle sees>" after every answer
+    describe_coef: float = Field(0.5, ge=0)  # weight of "it shows <what the oracle sees>" after every answer
     ground_coef: float = Field(0.0, ge=0)  # weight of the vision tower's per-patch (colour, shape by the rules) loss
     und_resized: float = Field(0.1, ge=0, le=1)
     und_edited: float = Field(0.3, ge=0, le=1)
     und_edits: list[Literal[EDITS]] = Field(default_factory=lambda: list(EDITS), min_length=1)
     und_blobs: float = Field(0.0, ge=0, le=1)
     und_token_edits: float = Field(0.15, ge=0, le=1)  # share of renders with a VQ token or two edited
-    ema: float = Field(0.999, ge=0, lt=1)
+    ema: float = Field(0.995, ge=0, lt=1)
     init_scale: bool = True  # re-initialise the image-token input path at the scale of a text embedding (_scale_init)
-    checkpoint_every: int = Field(250, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
     threads: int = Field(2, ge=1)
     device: str = Field("cpu", pattern=DEVICE)
     time_budget_min: float = Field(0.0, ge=0)  # stop (and save) after this many minutes of this run; 0 = none
