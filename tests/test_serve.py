@@ -5,6 +5,7 @@ loopback Ray instance, with a tiny model that follows a fake training run; every
 import base64
 import http.client
 import io
+import os
 import json
 import struct
 import time
@@ -230,3 +231,32 @@ def test_every_listener_of_the_private_instance_is_on_loopback(server):
     assert any(proc.startswith("ray::ServeRepli") for _, proc in found), found  # the replicas were seen
     loopback = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")
     assert all(addr.startswith(loopback) for addr, _ in found), [f for f in found if not f[0].startswith(loopback)]
+
+
+@pytest.mark.slow
+def test_srum_serve_serves_the_built_in_janus(tmp_path):
+    """The shipped built-in through the command a user runs: `srum serve`, then /generate and /judge."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    p = subprocess.Popen([sys.executable, "-m", "srum.cli", "serve", "--model", "builtin", "--port", str(port)],
+                         stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        t = time.time()
+        while "serving" not in log.read_text(errors="replace"):
+            assert p.poll() is None and time.time() - t < 300, log.read_text(errors="replace")[-3000:]
+            time.sleep(1)
+        url = f"http://127.0.0.1:{port}"
+        status, out = request(url, "/generate", {"prompt": "two blue circles", "n": 2, "seed": 0}, token=None)
+        assert status == 200 and len(out["images"]) == 2, out
+        status, j = request(url, "/judge", {"prompt": "two blue circles", "image": out["images"][0]}, token=None)
+        assert status == 200 and -1 <= j["global_score"] <= 1, j
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -51,6 +51,10 @@ def start_local_ray(**kwargs) -> None:
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Serve's proxy must answer its readiness check within 5 s or it is killed and restarted, over and over, on a
+    # busy 2-core machine (seen with two training runs beside `srum serve`); 30 s is still a clear failure signal.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
     ray_constants.ENABLE_RAY_CLUSTER = False
     kwargs.setdefault("runtime_env", {"worker_process_setup_hook": "srum.actors.driver.loopback_serve_replicas"})
     ray.init(namespace=NAMESPACE, _node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
