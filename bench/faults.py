@@ -104,15 +104,16 @@ def actor_pids(role: str, under: int) -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
     parent = {int(a.split()[0]): int(a.split()[1]) for a in out}
     title = {int(a.split()[0]): a.split(None, 2)[2] for a in out}
+    return [pid for pid, t in title.items() if t.startswith(f"ray::{role}") and descends(pid, under, parent)]
 
-    def descends(pid):
-        while pid > 1:
-            if pid == under:
-                return True
-            pid = parent.get(pid, 0)
-        return False
 
-    return [pid for pid, t in title.items() if t.startswith(f"ray::{role}") and descends(pid)]
+def descends(pid: int, under: int, parent: dict[int, int]) -> bool:
+    """Whether process `pid` is `under` or one of its descendants, by the (pid -> parent pid) table."""
+    while pid > 1:
+        if pid == under:
+            return True
+        pid = parent.get(pid, 0)
+    return False
 
 
 # ---- parts ----
@@ -210,18 +211,10 @@ def listening(under: int) -> list[str]:
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
     ps = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split("\n")[1:]
     parent = {int(a.split()[0]): int(a.split()[1]) for a in ps if a.strip()}
-
-    def descends(pid):
-        while pid > 1:
-            if pid == under:
-                return True
-            pid = parent.get(pid, 0)
-        return False
-
     found = []
     for line in out:
         pids = [int(x) for x in re.findall(r"pid=(\d+)", line)]
-        if any(descends(pid) for pid in pids):
+        if any(descends(pid, under, parent) for pid in pids):
             found.append(line.split()[3])
     return sorted(set(found))
 
