@@ -87,6 +87,16 @@ class Batch:
     meta: dict = field(default_factory=dict)
 
 
+def live_pids(actors: list, timeout: float = 30.0) -> list[int]:
+    pids = []
+    for ref in [a.pid.remote() for a in actors]:
+        try:
+            pids.append(ray.get(ref, timeout=timeout))
+        except ray.exceptions.RayActorError:
+            pass  # dead: the loop replaces it on its next call
+    return pids
+
+
 @ray.remote(num_cpus=0, max_concurrency=4)
 class Controller:
     def __init__(self, cfg_json: str, run_dir: str):
@@ -124,13 +134,13 @@ class Controller:
                 "history": self.history[-50:], "stopping": self.stopping.is_set(), "finished": self.finished.is_set()}
 
     def actor_pids(self) -> dict[str, list[int]]:
-        """The process ids of the run's actors by role (for fault-injection tests and benches)."""
-        out = {}
-        for role, actors in (("generator", getattr(self, "gens", None)), ("judge", getattr(self, "judges", None))):
-            out[role] = ray.get([a.pid.remote() for a in actors.actors.values()], timeout=30) if actors else []
+        """The process ids of the run's live actors by role (for fault-injection tests and benches). An actor
+        killed but not yet found dead by the loop is left out rather than failing the whole call."""
+        groups = {"generator": getattr(self, "gens", None), "judge": getattr(self, "judges", None)}
+        actors = {role: list(g.actors.values()) if g else [] for role, g in groups.items()}
         learners = getattr(self, "learners", None)
-        out["learner"] = ray.get([a.pid.remote() for a in learners.actors], timeout=30) if learners else []
-        return out
+        actors["learner"] = list(learners.actors) if learners else []
+        return {role: live_pids(group) for role, group in actors.items()}
 
     def stop(self, timeout: float = 60.0) -> dict | None:
         """Finish the current learner step, checkpoint, and return the run summary."""
