@@ -67,18 +67,43 @@ def open_files(pids: list[int]) -> int:
     return n
 
 
-def ray_objects(address: str, env: dict) -> int | None:
-    code = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False, namespace='soak'); "
-            "from ray.util.state import summarize_objects; s = summarize_objects(raise_on_missing_output=False); "
-            "print(json.dumps(s['cluster']['total_objects']))")
+PROBE = """
+import collections, json, subprocess, ray
+ray.init(address={address!r}, log_to_driver=False, namespace="soak")
+from ray.util.state import list_objects
+objs = list_objects(limit=10000, detail=True, raise_on_missing_output=False)
+title = dict(l.split(None, 1) for l in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.split(chr(10))[1:] if l.strip())
+by = collections.Counter(f"{{title.get(str(o.pid), '?').split()[0]}} | {{o.reference_type}} | {{o.call_site}}" for o in objs)
+print(json.dumps({{"total": len(objs), "by_owner": dict(by.most_common(8))}}))
+"""
+
+
+def ray_objects(address: str, env: dict) -> dict | None:
+    """Ray's object references now: how many, and the largest groups by (owning process, reference type, call site
+    where the head records them)."""
     try:  # the head's environment: its auth token; a probe that hangs counts as no answer, not as the end of the soak
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        r = subprocess.run([sys.executable, "-c", PROBE.format(address=address)], capture_output=True, text=True, timeout=120, env=env)
     except subprocess.TimeoutExpired:
         return None
     try:
-        return int(r.stdout.strip().splitlines()[-1])
+        return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return None
+
+
+def steady(values: list[float]) -> dict:
+    """Growth in a steady state: the median of the last third of the samples against the median of the middle
+    third (a bounded cache that filled during warm-up does not count; a leak keeps rising), and the least-squares
+    slope over all of them per 10 samples."""
+    n = len(values)
+    if n < 6:
+        return {"middle_median": None, "last_median": None, "growth": None, "slope_per_10_samples": None}
+    mid, last = sorted(values[n // 3 : 2 * n // 3]), sorted(values[2 * n // 3 :])
+    m, l = mid[len(mid) // 2], last[len(last) // 2]
+    xbar, ybar = (n - 1) / 2, sum(values) / n
+    slope = sum((i - xbar) * (v - ybar) for i, v in enumerate(values)) / sum((i - xbar) ** 2 for i in range(n))
+    return {"middle_median": m, "last_median": l, "growth": round(l / m - 1, 4) if m else None,
+            "slope_per_10_samples": round(10 * slope, 2)}
 
 
 class Load:
@@ -131,7 +156,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.out)
-    head = start_head(num_cpus=4)  # logical CPUs: training (1.25) and serving (1-2) share 2 physical cores
+    head = start_head({"RAY_record_ref_creation_sites": "1"}, num_cpus=4)  # logical CPUs: training (1.25) and serving (1-2) share 2 physical cores
     procs = []
     try:
         e = {**head.env, **env(RAY_ADDRESS=head.address)}
@@ -167,7 +192,8 @@ def main() -> None:
             time.sleep(30)
             pids = tree([train.pid, serve.pid, *raylet_root])
             samples.append({"t_min": round((time.time() - start) / 60, 2), "rss_mb": rss_mb(pids), "open_files": open_files(pids),
-                            "processes": len(pids), "ray_objects": ray_objects(head.address, e)})
+                            "processes": len(pids), "ray_objects": (probe := ray_objects(head.address, e)) and probe["total"],
+                            "ray_objects_by_owner": probe and probe["by_owner"]})
             print(json.dumps(samples[-1]), flush=True)
             if time.time() - last_kill > args.kill_every:
                 role = random.choice(["GeneratorActor", "JudgeActor"])
@@ -189,40 +215,73 @@ def main() -> None:
                     p.kill()
         stop_head(head)
     # after warm-up, while everything ran: the sample taken as the run was shutting down says nothing about leaks
+    # after warm-up, while everything ran: the sample taken as the run was shutting down says nothing about leaks
     running = max(s["processes"] for s in samples)
     warm = [s for s in samples if s["t_min"] >= args.warmup_min and s["processes"] == running]
+    steps = json.loads((args.out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    res = summarize(warm, load.rows, kills, code, steps, args)
+    res["samples"] = samples
+    write_results(res, args)
+    print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2))
+
+
+def summarize(warm: list[dict], rows: list[dict], kills: list[dict], code: int, steps: dict, args) -> dict:
     first, last = warm[0], warm[-1]
-    lat = sorted(r["s"] for r in load.rows if r["status"] == 200)
+    lat = sorted(r["s"] for r in rows if r["status"] == 200)
     statuses: dict[str, int] = {}
-    for r in load.rows:
+    for r in rows:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
-    objs = [s["ray_objects"] for s in warm if s["ray_objects"] is not None]
-    res = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "minutes": args.minutes, "train_exit": code,
-           "kills": kills, "samples": samples,
+    probed = [s for s in warm if s["ray_objects"] is not None]
+    objs = steady([s["ray_objects"] for s in probed])
+    res = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "minutes": args.minutes, "warmup_min": args.warmup_min,
+           "train_exit": code, "kills": kills, "train_steps": steps["step"],
+           "train_restarts": {r: steps.get(f"restarts_{r}") for r in ("generator", "judge")},
            "rss_mb_after_warmup": first["rss_mb"], "rss_mb_at_end": last["rss_mb"],
-           "rss_growth": round(last["rss_mb"] / first["rss_mb"] - 1, 4),
+           "rss_growth": round(last["rss_mb"] / first["rss_mb"] - 1, 4), "rss_steady": steady([s["rss_mb"] for s in warm]),
            "open_files_after_warmup": first["open_files"], "open_files_at_end": last["open_files"],
            "open_files_max_after_warmup": max(s["open_files"] for s in warm),
-           "ray_objects_after_warmup": objs[0] if objs else None, "ray_objects_at_end": objs[-1] if objs else None,
-           "ray_objects_max_after_warmup": max(objs) if objs else None,
-           "requests": len(load.rows), "statuses": statuses,
-           "unanswered": statuses.get("None", 0), "every_request_answered": statuses.get("None", 0) == 0 and
-           all(k in ("200", "422", "400", "413", "503") for k in statuses),
+           "open_files_steady": steady([s["open_files"] for s in warm]),
+           "ray_objects_after_warmup": probed[0]["ray_objects"] if probed else None,
+           "ray_objects_at_end": probed[-1]["ray_objects"] if probed else None,
+           "ray_objects_max_after_warmup": max(s["ray_objects"] for s in probed) if probed else None,
+           "ray_objects_steady": objs,
+           "ray_objects_by_owner": {"after_warmup": probed[0].get("ray_objects_by_owner") if probed else None,
+                                    "at_end": probed[-1].get("ray_objects_by_owner") if probed else None},
+           "requests": len(rows), "statuses": statuses, "unanswered": statuses.get("None", 0),
+           "every_request_answered": statuses.get("None", 0) == 0 and all(k in ("200", "422", "400", "413", "503") for k in statuses),
            "latency_s": {"p50": round(lat[len(lat) // 2], 4) if lat else None, "p99": round(lat[int(len(lat) * 0.99)], 4) if lat else None}}
-    steps = json.loads((args.out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    res["train_steps"], res["train_restarts"] = steps["step"], {r: steps.get(f"restarts_{r}") for r in ("generator", "judge")}
+    res["pass"] = {"rss_growth_under_10pct": res["rss_growth"] < 0.10,
+                   "open_files_steady": (res["open_files_steady"]["growth"] or 0) <= 0.02,
+                   "ray_objects_steady": objs["growth"] is not None and objs["growth"] <= 0.10,
+                   "every_request_answered": res["every_request_answered"], "kills_fired": len(kills) > 0}
+    return res
+
+
+def write_results(res: dict, args) -> None:
     out = ROOT / "docs" / "results"
     (out / "soak.json").write_text(json.dumps(res, indent=2) + "\n")
+    st = {k: res[f"{k}_steady"] for k in ("rss", "open_files", "ray_objects")}
+
+    def row(name: str, k: str, key: str) -> str:
+        growth = "n/a" if st[k]["growth"] is None else f"{st[k]['growth']:+.1%}"
+        return (f"| {name} | {res[f'{key}_after_warmup']} | {res[f'{key}_at_end']} | {st[k]['middle_median']} -> "
+                f"{st[k]['last_median']} ({growth}) | {st[k]['slope_per_10_samples']} |\n")
+
+    owners = res["ray_objects_by_owner"]["at_end"] or {}
     (out / "soak.md").write_text(
         f"# Soak ({args.minutes:g} minutes)\n\nProduced by `{res['command']}` on 2 CPU cores: `srum train --engine ray` with "
-        f"{len(kills)} actor kills ({', '.join(k['role'] for k in kills)}), beside `srum serve` under {args.concurrency} "
-        f"clients. Train exit {code}, {res['train_steps']} steps.\n\n| figure | after warm-up | at end |\n|---|---|---|\n"
-        f"| RSS of every process (MB) | {res['rss_mb_after_warmup']} | {res['rss_mb_at_end']} ({100 * res['rss_growth']:+.1f} %) |\n"
-        f"| open files | {res['open_files_after_warmup']} | {res['open_files_at_end']} (max {res['open_files_max_after_warmup']}) |\n"
-        f"| Ray objects | {res['ray_objects_after_warmup']} | {res['ray_objects_at_end']} (max {res['ray_objects_max_after_warmup']}) |\n\n"
-        f"Requests: {res['requests']}, statuses {statuses}; latency of answered requests p50 {res['latency_s']['p50']} s, "
-        f"p99 {res['latency_s']['p99']} s.\n")
-    print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2))
+        f"{len(res['kills'])} actor kills ({', '.join(k['role'] for k in res['kills'])}), beside `srum serve` under {args.concurrency} "
+        f"clients. Train exit {res['train_exit']}, {res['train_steps']} steps, restarts {res['train_restarts']}. Samples every 30 s; "
+        f"warm-up {res['warmup_min']:g} min. *Steady state*: the median of the last third of the post-warm-up samples "
+        f"against the median of the middle third (a bounded cache filled during warm-up does not count, a leak keeps "
+        f"rising), and the least-squares slope per 10 samples (5 minutes).\n\n"
+        f"| figure | after warm-up | at end | steady state: middle -> last third | slope / 5 min |\n|---|---|---|---|---|\n"
+        + row("RSS of every process (MB)", "rss", "rss_mb") + row("open files", "open_files", "open_files")
+        + row("Ray objects", "ray_objects", "ray_objects") +
+        f"\nRSS growth after warm-up: {100 * res['rss_growth']:+.1f} % (limit 10 %). Pass: {res['pass']}.\n\n"
+        f"Requests: {res['requests']}, statuses {res['statuses']}; latency of answered requests p50 {res['latency_s']['p50']} s, "
+        f"p99 {res['latency_s']['p99']} s.\n\nRay objects at the end by (owning process | reference type | call site):\n\n"
+        + "".join(f"- {k}: {v}\n" for k, v in owners.items()))
 
 
 if __name__ == "__main__":
