@@ -1,4 +1,4 @@
-"""The CUDA path of the built-in model and its pretraining (skipped without a GPU: `pytest -m gpu` on a
+"""The CUDA path of the mixture-of-transformers model (`builtin-mot`) and its pretraining (skipped without a GPU: `pytest -m gpu` on a
 GPU host). The CPU path of the same code runs in every other test."""
 
 import numpy as np
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_generate_judge_and_learn_on_cuda():
-    cpu, gpu = load_model("builtin"), load_model("builtin", "cuda")
+    cpu, gpu = load_model("builtin-mot"), load_model("builtin-mot", "cuda")
     assert gpu.device.type == "cuda"
     a, b = cpu.generate(["a red square"], n=2, seed=0), gpu.generate(["a red square"], n=2, seed=0)
     # same seed, same noise (drawn on the CPU): the same images up to float rounding of the two devices
