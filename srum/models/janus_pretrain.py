@@ -73,7 +73,7 @@ class JanusPretrainConfig(Section):
     shape: JanusShape = JanusShape()
     seed: int = 0
     tokenizer: TokenizerStage = TokenizerStage()
-    steps: int = Field(1300, ge=1)
+    steps: int = Field(2500, ge=1)
     gen_batch: int = Field(64, ge=1)
     und_batch: int = Field(64, ge=0)
     lr: float = 1e-3
