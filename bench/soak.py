@@ -215,7 +215,6 @@ def main() -> None:
                     p.kill()
         stop_head(head)
     # after warm-up, while everything ran: the sample taken as the run was shutting down says nothing about leaks
-    # after warm-up, while everything ran: the sample taken as the run was shutting down says nothing about leaks
     running = max(s["processes"] for s in samples)
     warm = [s for s in samples if s["t_min"] >= args.warmup_min and s["processes"] == running]
     steps = json.loads((args.out / "run" / "metrics.jsonl").read_text().splitlines()[-1])

@@ -5,8 +5,8 @@ loopback Ray instance, with a tiny model that follows a fake training run; every
 import base64
 import http.client
 import io
-import os
 import json
+import os
 import struct
 import time
 import urllib.error
