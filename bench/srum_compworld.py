@@ -4,9 +4,10 @@ docs/results/srum_compworld.{json,md} and prints JSON rows as they finish.
     python bench/srum_compworld.py [--config configs/srum-compworld.yaml] [--budget-min 20] [--rows srum,uniform,...]
                                    [--seeds 0,1,2] [--one-seed 0] [--images-per-prompt 8] [--out runs/bench]
 
-Every row is the same configuration and budget with one change (ROWS); `srum` and its control `uniform` (the same
-update on the model's own samples with every weight 1: self-imitation alone) run with --seeds, the other rows
-with --one-seed. A run's training stops at the time budget (its checkpoint, then the evaluation); each run directory
+Every row is the same configuration and budget with one change (ROWS); `srum` and its controls run with --seeds
+(SEEDED), the other rows with --one-seed. The controls: `uniform` (the same update on the model's own samples with
+every weight 1: self-imitation alone) and `shuffled` (the default's weights, each given to another sample of its
+step: the same weights and noise, no information about the sample). A run's training stops at the time budget (its checkpoint, then the evaluation); each run directory
 keeps its results, so an interrupted bench resumes where it was, and rows can be added later (same base weights).
 
 At every evaluation (300 held-out prompts x K images, the same evaluation seed for all, so rows are paired):
@@ -32,16 +33,23 @@ from srum.world import CATEGORIES, heldout_set
 
 ROWS = {
     "srum": [],
-    "uniform": ["reward.map=uniform"],
+    "uniform": ["reward.map=uniform", "reward.centre=none"],
+    "shuffled": ["reward.shuffle=true"],
+    "paper_map": ["reward.centre=none"],
+    "paper_map_lr1e-4": ["reward.centre=none", "learner.lr=1e-4"],
+    "uniform_lr1e-4": ["reward.map=uniform", "reward.centre=none", "learner.lr=1e-4"],
     "global_only": ["reward.use_local=false"],
     "local_only": ["reward.use_global=false"],
     "lambda_0": ["learner.kl_coef=0"],
     "binarized": ["reward.binarize=true"],
     "signed_map": ["reward.map=signed"],
-    "centred_prompt": ["reward.centre=prompt"],
+    "centred_batch": ["reward.centre=batch"],
+    # a diagnostic, not SRUM: the same update with CompWorld's oracle as the (global-only) judge
+    "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false"],
     "srum_ray": ["engine=ray", "ray.max_staleness=1"],
 }
-SEEDED = ("srum", "uniform")  # the claim and its control: every seed; the others one seed unless asked
+# the claim and its controls: every seed; the others one seed unless asked
+SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
@@ -55,7 +63,7 @@ def evaluate_base(cfg: TrainConfig, k: int, out: Path) -> dict:
 
 
 def run_row(config: Path, name: str, seed: int, budget: float, k: int, out: Path) -> dict:
-    run = out / f"{name}_seed{seed}"
+    run = out / f"{name}_seed{seed}_{budget:g}min"  # a row of another budget is another run
     if (run / "results.json").exists():
         return json.loads((run / "results.json").read_text())
     sets = ROWS[name] + [f"seed={seed}", f"time_budget_min={budget}", "eval.at_start=false", f"eval.images_per_prompt={k}"]
@@ -130,7 +138,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=Path("configs/srum-compworld.yaml"))
     ap.add_argument("--budget-min", type=float, default=20.0)
-    ap.add_argument("--rows", default="srum,uniform,global_only,local_only,lambda_0,binarized,signed_map,centred_prompt,srum_ray")
+    ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--one-seed", type=int, default=0)
     ap.add_argument("--images-per-prompt", type=int, default=8)

@@ -23,6 +23,7 @@ from .models import load_model
 from .models.sampling import generate
 from .records import Judgement, Rollout
 from .rewards.judge import JudgeOptions, SelfJudge, TextModeJudge
+from .rewards.oracle_judge import OracleJudge
 from .rewards.proposals import (
     ComponentProposer,
     DetectorProposer,
@@ -43,10 +44,14 @@ def make_proposer(r: RewardConfig, device: str = "cpu"):
     return load_proposer(r.proposer)
 
 
+def judge_options(r: RewardConfig) -> JudgeOptions:
+    return JudgeOptions(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+
+
 def make_judge(model, r: RewardConfig, device: str = "cpu"):
     """SelfJudge (yes/no, from any model with judge_yes_prob: the policy's understanding, or vLLM's), or the text
     judge (reward.judge.mode text: "Score: x" parsed from what a vLLM judge writes)."""
-    opts = JudgeOptions(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+    opts = judge_options(r)
     if r.judge.mode == "text":
         return TextModeJudge(model, make_proposer(r, device), opts, r.judge.retries)
     return SelfJudge(model, make_proposer(r, device), opts)
@@ -111,7 +116,10 @@ class JudgeStage:
             model = vllm_judge(cfg)
         elif model is None:  # the initial model; a judge that follows the policy loads its weights as it goes
             model = load_policy(cfg) if cfg.learner.judge_follows else load_model(cfg.model, cfg.device)
-        self.judge = make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
+        if cfg.reward.judge.engine == "oracle":
+            self.judge = OracleJudge(model, judge_options(cfg.reward))
+        else:
+            self.judge = make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
 
     @property
     def model(self):

@@ -51,3 +51,9 @@ def test_missing_or_malformed_file(tmp_path):
 def test_collective_weights_refuse_a_following_judge():
     with pytest.raises(ConfigError, match="collective broadcasts to generators only"):
         load_config(TrainConfig, None, ["ray.weights=collective", "learner.judge_follows=true"])
+
+
+def test_per_prompt_centring_needs_several_samples_per_prompt():
+    with pytest.raises(ConfigError, match="needs rollout.samples_per_prompt >= 2"):
+        load_config(TrainConfig, None, ["rollout.samples_per_prompt=1"])
+    assert load_config(TrainConfig, None, ["rollout.samples_per_prompt=1", "reward.centre=none"]).reward.centre == "none"

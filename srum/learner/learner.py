@@ -24,6 +24,8 @@ from ..rewards.reward_map import centre, pool_to_tokens
 class Learner:
     def __init__(self, policy, cfg: LearnerConfig, reward: RewardConfig, group: int = 1):
         self.policy, self.cfg, self.reward, self.group = policy, cfg, reward, group  # group: samples per prompt
+        if reward.centre == "prompt" and group < 2:  # a sample alone against its own mean: every weight 0
+            raise ValueError(f"reward.centre prompt needs several samples per prompt (group {group})")
         # The frozen reference is the initial policy (the learner is made before a resume loads weights): the KL
         # term keeps the update near it. A backend may make it without a copy (LoRA: adapters switched off).
         self.reference = policy.make_reference()
@@ -42,7 +44,10 @@ class Learner:
         self.version = policy.policy_version
 
     def token_weights(self, judgements: list[Judgement]) -> torch.Tensor:
-        w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
+        maps = np.stack([j.reward_map for j in judgements])
+        if self.reward.shuffle:  # the control: every sample gets another sample's map (seeded by the version)
+            maps = maps[np.random.default_rng(self.version).permutation(len(maps))]
+        w = pool_to_tokens(maps, self.policy.token_grid)
         return centre(w, self.reward.centre, self.group)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:

@@ -62,8 +62,18 @@ def test_nonnegative_weights_give_the_plain_weighted_loss():
     assert torch.equal(weighted_flow_loss(v, target, v_ref, w, 0.0)["reward_term"], plain)
 
 
-def test_ar_negative_weight_is_unlikelihood():
-    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]]))
-    out = weighted_ar_loss(logits, torch.tensor([[1]]), logits, torch.tensor([[-2.0]]), kl_coef=1.0)
-    assert torch.isclose(out["reward_term"], 2.0 * -torch.log(torch.tensor(0.75)))
-    assert torch.isclose(out["kl_term"], torch.tensor(0.0), atol=1e-7)
+def test_ar_negative_weight_pushes_with_a_pulls_gradient_down_to_the_margin():
+    from srum.learner.objective import PUSH_MARGIN
+
+    ref = torch.log(torch.tensor([[[0.98, 0.01, 0.01]]]))  # a near-certain token, like a background patch
+    logits = ref.clone().requires_grad_(True)
+    out = weighted_ar_loss(logits, torch.tensor([[0]]), ref, torch.tensor([[-2.0]]), kl_coef=0.0)
+    assert torch.isclose(out["reward_term"], torch.tensor(2.0 * PUSH_MARGIN))  # 2 * (log p - (log p_ref - margin))
+    out["total"].backward()
+    pull = ref.clone().requires_grad_(True)
+    weighted_ar_loss(pull, torch.tensor([[0]]), ref, torch.tensor([[2.0]]), kl_coef=0.0)["total"].backward()
+    assert torch.allclose(logits.grad, -pull.grad)  # as strong as a pull, the other way (unlikelihood: 49x)
+    below = torch.log(torch.tensor([[[0.3, 0.35, 0.35]]])).requires_grad_(True)  # already > margin below the ref
+    out = weighted_ar_loss(below, torch.tensor([[0]]), ref, torch.tensor([[-2.0]]), kl_coef=0.0)
+    out["total"].backward()
+    assert out["reward_term"] == 0 and not below.grad.any()  # bounded: the push stops there

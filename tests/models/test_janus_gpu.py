@@ -23,7 +23,7 @@ def test_generate_judge_and_learn_on_cuda(tiny_janus32_dir):
     q = [gpu.question("a red square")] * len(imgs)
     # bf16 matmuls on the GPU against fp32 on the CPU: the same answer up to bf16 rounding
     assert np.allclose(cpu.judge_yes_prob(imgs, q), gpu.judge_yes_prob(imgs, q), atol=2e-2)
-    learner = Learner(gpu, LearnerConfig(lr=1e-3), RewardConfig())
+    learner = Learner(gpu, LearnerConfig(lr=1e-3), RewardConfig(centre="none"))
     before = gpu.flat_weights().cpu()
     js = [Judgement(r.id, 0.5, [], np.full((32, 32), 0.75, np.float32)) for r in rollouts]
     m = learner.step(list(zip(rollouts, js)), torch.Generator().manual_seed(0))

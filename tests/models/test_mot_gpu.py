@@ -25,7 +25,7 @@ def test_generate_judge_and_learn_on_cuda():
     q = [gpu.question("a red square")] * 2
     imgs = np.stack([r.image for r in b])
     assert np.allclose(cpu.judge_yes_prob(imgs, q), gpu.judge_yes_prob(imgs, q), atol=1e-3)
-    learner = Learner(gpu, LearnerConfig(lr=1e-3), RewardConfig())
+    learner = Learner(gpu, LearnerConfig(lr=1e-3), RewardConfig(centre="none"))
     before = gpu.flat_weights().cpu()
     js = [Judgement(r.id, 0.5, [], np.full((32, 32), 0.75, np.float32)) for r in b]
     m = learner.step(list(zip(b, js)), torch.Generator().manual_seed(0))
