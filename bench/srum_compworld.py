@@ -7,8 +7,8 @@ docs/results/srum_compworld.{json,md} and prints JSON rows as they finish.
 Every row is the same configuration and budget with one change (ROWS); `srum` and its controls run with --seeds
 (SEEDED), the other rows with --one-seed. The controls: `uniform` (the same update on the model's own samples with
 every weight 1: self-imitation alone) and `shuffled` (the default's weights, each given to another sample of its
-step: the same weights and noise, no information about the sample). A run's training stops at the time budget (its checkpoint, then the evaluation); each run directory
-keeps its results, so an interrupted bench resumes where it was, and rows can be added later (same base weights).
+step: the same weights and noise, no information about the sample). A run's training stops at the time budget (its
+checkpoint, then the evaluation); each run directory keeps its results, so an interrupted bench resumes where it was, and rows can be added later (same base weights).
 
 At every evaluation (300 held-out prompts x K images, the same evaluation seed for all, so rows are paired):
 CompWorld-Bench overall and per category, and the frozen judge's view of the same images — its mean global score

@@ -44,14 +44,13 @@ def make_proposer(r: RewardConfig, device: str = "cpu"):
     return load_proposer(r.proposer)
 
 
-def judge_options(r: RewardConfig) -> JudgeOptions:
-    return JudgeOptions(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
-
-
 def make_judge(model, r: RewardConfig, device: str = "cpu"):
-    """SelfJudge (yes/no, from any model with judge_yes_prob: the policy's understanding, or vLLM's), or the text
-    judge (reward.judge.mode text: "Score: x" parsed from what a vLLM judge writes)."""
-    opts = judge_options(r)
+    """SelfJudge (yes/no, from any model with judge_yes_prob: the policy's understanding, or vLLM's), the text
+    judge (reward.judge.mode text: "Score: x" parsed from what a vLLM judge writes), or the oracle (a diagnostic:
+    `model` then only answers the evaluations' judge questions)."""
+    opts = JudgeOptions(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+    if r.judge.engine == "oracle":
+        return OracleJudge(model, opts)
     if r.judge.mode == "text":
         return TextModeJudge(model, make_proposer(r, device), opts, r.judge.retries)
     return SelfJudge(model, make_proposer(r, device), opts)
@@ -116,10 +115,7 @@ class JudgeStage:
             model = vllm_judge(cfg)
         elif model is None:  # the initial model; a judge that follows the policy loads its weights as it goes
             model = load_policy(cfg) if cfg.learner.judge_follows else load_model(cfg.model, cfg.device)
-        if cfg.reward.judge.engine == "oracle":
-            self.judge = OracleJudge(model, judge_options(cfg.reward))
-        else:
-            self.judge = make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
+        self.judge = make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
 
     @property
     def model(self):
