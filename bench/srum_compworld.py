@@ -8,7 +8,9 @@ Every row is the same configuration and budget with one change (ROWS); `srum` an
 (SEEDED), the other rows with --one-seed. The controls: `uniform` (the same update on the model's own samples with
 every weight 1: self-imitation alone) and `shuffled` (the default's weights, each given to another sample of its
 step: the same weights and noise, no information about the sample). A run's training stops at the time budget (its
-checkpoint, then the evaluation); each run directory keeps its results, so an interrupted bench resumes where it was, and rows can be added later (same base weights).
+checkpoint, then the evaluation); each run directory keeps its results, so an interrupted bench resumes where it
+was, and rows can be added later (same base weights). A run trains on the threads torch has (OMP_NUM_THREADS; the
+table's `threads`): "20 minutes on 2 cores" is one run at a time with OMP_NUM_THREADS=2.
 
 At every evaluation (300 held-out prompts x K images, the same evaluation seed for all, so rows are paired):
 CompWorld-Bench overall and per category, and the frozen judge's view of the same images — its mean global score
@@ -24,6 +26,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine
@@ -90,7 +94,8 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
 def aggregate(runs: list[dict], base: float) -> dict:
     """Mean (and standard error over seeds) of every figure of a row's runs."""
     rows = [summary(r["final"]) | {"steps": r["steps_done"], "train_seconds": r["train_seconds"],
-                                   "samples_per_s": r.get("ray", {}).get("samples_per_s", r.get("samples_per_s"))} for r in runs]
+                                   "samples_per_s": r.get("ray", {}).get("samples_per_s", r.get("samples_per_s")),
+                                   "threads": r.get("torch_threads")} for r in runs]
     out = {"seeds": len(rows)}
     for key in rows[0]:
         vals = [row[key] for row in rows if row.get(key) is not None]
@@ -111,10 +116,10 @@ def aggregate(runs: list[dict], base: float) -> dict:
 def markdown(res: dict) -> str:
     b = res["base"]
     cols = ["overall", *CATEGORIES, "error_reduction", "gain_points", "judge_mean_global", "judge_balanced_accuracy", "gap",
-            "steps", "samples_per_s"]
+            "steps", "samples_per_s", "threads"]
     lines = [(f"# SRUM on CompWorld-Bench: the built-in Janus, {res['eval_prompts']} held-out prompts x {res['images_per_prompt']} "
              f"images, {res['budget_min']} min of training on {res['machine']}"), "",
-             (f"Produced by `{res['command']}` (weights {res['model_sha256']}). Mean over seeds, ± one standard error where a row "
+             (f"Each row was produced by its command (below the table; weights {res['model_sha256']}). Mean over seeds, ± one standard error where a row "
              "has several. `judge_*`: the frozen judge (the initial model's understanding) on the same images: its mean global "
              "score and its balanced accuracy against the oracle (reward hacking would raise the first and lower the second). "
              "`gap`: the judge's balanced accuracy minus the generator's score."), "",
@@ -130,7 +135,9 @@ def markdown(res: dict) -> str:
     lines.append("| base | 1 | " + " | ".join(cell(b, c) for c in cols) + " |")
     for name, row in res["rows"].items():
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cell(row, c) for c in cols) + " |")
-    lines += ["", "Rows: " + "; ".join(f"`{n}`: {' '.join(ROWS[n]) or 'the default configuration'}" for n in res["rows"]), ""]
+    lines += ["", "Rows: " + "; ".join(f"`{n}`: {' '.join(ROWS[n]) or 'the default configuration'}" for n in res["rows"]), "",
+              "Commands (a row's runs are kept, so rerunning its command rebuilds it without training):", ""]
+    lines += [f"- `{n}`: `{row.get('command', res['command'])}`" for n, row in res["rows"].items()] + [""]
     return "\n".join(lines)
 
 
@@ -155,13 +162,14 @@ def main() -> None:
     rows = old.get("rows", {}) if old.get("model_sha256") == sha and old.get("budget_min") == args.budget_min else {}
     base_row = summary(base_report)
     base_row["gap"] = round(base_row["judge_balanced_accuracy"] - base, 4) if base_row.get("judge_balanced_accuracy") else None
+    command = f"OMP_NUM_THREADS={torch.get_num_threads()} python bench/srum_compworld.py " + " ".join(sys.argv[1:])
     for name in filter(None, args.rows.split(",")):  # --rows "": the base evaluation only
         seeds = [int(s) for s in args.seeds.split(",")] if name in SEEDED else [args.one_seed]
         t = time.time()
         runs = [run_row(args.config, name, s, args.budget_min, k, args.out) for s in seeds]
-        rows[name] = aggregate(runs, base)
+        rows[name] = aggregate(runs, base) | {"command": command}
         print(json.dumps({name: rows[name], "wall_s": round(time.time() - t)}), flush=True)
-        res = {"command": "python bench/srum_compworld.py " + " ".join(sys.argv[1:]), "config": str(args.config),
+        res = {"command": command, "config": str(args.config),
                "model": cfg.model, "model_sha256": sha, "budget_min": args.budget_min, "eval_prompts": cfg.eval.prompts,
                "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
         if old.get("model_sha256") == sha:  # figures added by hand for these weights (the README's command 1) stay

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from . import rundir
@@ -92,7 +93,8 @@ class LocalEngine:
         trackers.close()
         samples = (self.step - first) * self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
         results = {**eval_reports(self.dir), **results, "steps_done": self.step,
-                   "train_seconds": round(train_s, 1), "samples_per_s": round(samples / max(train_s, 1e-9), 2)}
+                   "train_seconds": round(train_s, 1), "samples_per_s": round(samples / max(train_s, 1e-9), 2),
+                   "torch_threads": torch.get_num_threads()}  # what the samples/s and the budget ran on
         write_json(self.dir / "results.json", results)
         return results
 

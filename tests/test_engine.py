@@ -26,7 +26,7 @@ def quiet(*_):
 def test_few_steps_end_to_end(tmp_path, tiny_model_dir):
     results = LocalEngine(tiny_cfg(tiny_model_dir), tmp_path / "run", quiet).run()
     run = tmp_path / "run"
-    assert set(results) == {"initial", "final", "steps_done", "train_seconds", "samples_per_s"} and results["steps_done"] == 2
+    assert set(results) == {"initial", "final", "steps_done", "train_seconds", "samples_per_s", "torch_threads"} and results["steps_done"] == 2
     assert "judge_mean_global" in results["final"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[-1]["version"] == 2
