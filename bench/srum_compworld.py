@@ -137,7 +137,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cell(row, c) for c in cols) + " |")
     lines += ["", "Rows: " + "; ".join(f"`{n}`: {' '.join(ROWS[n]) or 'the default configuration'}" for n in res["rows"]), "",
               "Commands (a row's runs are kept, so rerunning its command rebuilds it without training):", ""]
-    lines += [f"- `{n}`: `{row.get('command', res['command'])}`" for n, row in res["rows"].items()] + [""]
+    lines += [f"- `{n}`: `{row['command']}`" for n, row in res["rows"].items() if "command" in row] + [""]  # older rows kept none
     return "\n".join(lines)
 
 

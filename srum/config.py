@@ -172,7 +172,7 @@ class RewardConfig(Section):
     # advantage centring of the token weights (not in the paper): none, the batch's mean, or each prompt's mean
     # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` is the default because it measured
     # better: every weight of the paper's map is positive, so most of it weighs the model's own samples alike,
-    # which only adds noise (docs/results/srum_compworld.md: the paper's map uncentred 0.465, centred 0.50)
+    # which only adds noise (docs/results/srum_compworld_10min.md: the paper's map uncentred 0.465, centred 0.50)
     centre: Literal["none", "batch", "prompt"] = "prompt"
     # a control, not a method: each sample's map is another sample's of the same step, so the weights keep their
     # distribution (and the update its noise) but carry nothing about the sample they weigh
