@@ -50,7 +50,12 @@ ROWS = {
     "centred_batch": ["reward.centre=batch"],
     # a diagnostic, not SRUM: the same update with CompWorld's oracle as the (global-only) judge
     "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false"],
+    # ... and with its regions: every detected object +1 if the prompt names it, else -1 (perfect local scores)
+    "oracle_regions": ["reward.judge.engine=oracle"],
     "srum_ray": ["engine=ray", "ray.max_staleness=1"],
+    # a bigger batch per update (256 own samples instead of 64): less noise in each step's direction
+    "batch_256": ["rollout.prompts_per_step=128"],
+    "batch_256_x4": ["rollout.prompts_per_step=64", "rollout.samples_per_prompt=4"],
 }
 # the claim and its controls: every seed; the others one seed unless asked
 SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")
@@ -91,11 +96,17 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
     return round(m, 4), (round(statistics.stdev(values) / len(values) ** 0.5, 4) if len(values) > 1 else None)
 
 
-def aggregate(runs: list[dict], base: float) -> dict:
-    """Mean (and standard error over seeds) of every figure of a row's runs."""
-    rows = [summary(r["final"]) | {"steps": r["steps_done"], "train_seconds": r["train_seconds"],
-                                   "samples_per_s": r.get("ray", {}).get("samples_per_s", r.get("samples_per_s")),
-                                   "threads": r.get("torch_threads")} for r in runs]
+def run_figures(r: dict) -> dict:
+    """One run's figures (its results.json) as a table row holds them."""
+    return summary(r["final"]) | {"steps": r["steps_done"], "train_seconds": r["train_seconds"],
+                                  "samples_per_s": r.get("ray", {}).get("samples_per_s", r.get("samples_per_s")),
+                                  "threads": r.get("torch_threads")}
+
+
+def aggregate(by_seed: dict[str, dict], base: float) -> dict:
+    """Mean (and standard error over seeds) of every figure of a row's runs; the runs' own figures are kept
+    (`runs`, by seed), so seeds run by later commands join the same row."""
+    rows = list(by_seed.values())
     out = {"seeds": len(rows)}
     for key in rows[0]:
         vals = [row[key] for row in rows if row.get(key) is not None]
@@ -110,7 +121,11 @@ def aggregate(runs: list[dict], base: float) -> dict:
     out["gain_points"] = round(100 * (out["overall"] - base), 2)
     if out.get("judge_balanced_accuracy") is not None:
         out["gap"] = round(out["judge_balanced_accuracy"] - out["overall"], 4)
-    return out
+    return out | {"runs": by_seed}
+
+
+def commands_of(row: dict) -> list[str]:
+    return row.get("commands") or ([row["command"]] if "command" in row else [])  # older tables kept one
 
 
 def markdown(res: dict) -> str:
@@ -137,7 +152,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cell(row, c) for c in cols) + " |")
     lines += ["", "Rows: " + "; ".join(f"`{n}`: {' '.join(ROWS[n]) or 'the default configuration'}" for n in res["rows"]), "",
               "Commands (a row's runs are kept, so rerunning its command rebuilds it without training):", ""]
-    lines += [f"- `{n}`: `{row['command']}`" for n, row in res["rows"].items() if "command" in row] + [""]  # older rows kept none
+    lines += [f"- `{n}`: " + "; ".join(f"`{c}`" for c in commands_of(row)) for n, row in res["rows"].items()] + [""]
     return "\n".join(lines)
 
 
@@ -166,8 +181,15 @@ def main() -> None:
     for name in filter(None, args.rows.split(",")):  # --rows "": the base evaluation only
         seeds = [int(s) for s in args.seeds.split(",")] if name in SEEDED else [args.one_seed]
         t = time.time()
-        runs = [run_row(args.config, name, s, args.budget_min, k, args.out) for s in seeds]
-        rows[name] = aggregate(runs, base) | {"command": command}
+        old_row = rows.get(name, {})
+        if old_row.get("seeds", 0) > len(old_row.get("runs", {})):
+            print(f"row {name}: the table kept only the mean of its older seeds, not their figures; the row now holds "
+                  f"seeds {seeds} alone", file=sys.stderr)
+            old_row = {}
+        by_seed = old_row.get("runs", {}) | {str(s): run_figures(run_row(args.config, name, s, args.budget_min, k, args.out))
+                                                        for s in seeds}
+        commands = commands_of(old_row)
+        rows[name] = aggregate(dict(sorted(by_seed.items())), base) | {"commands": [c for c in commands if c != command] + [command]}
         print(json.dumps({name: rows[name], "wall_s": round(time.time() - t)}), flush=True)
         res = {"command": command, "config": str(args.config),
                "model": cfg.model, "model_sha256": sha, "budget_min": args.budget_min, "eval_prompts": cfg.eval.prompts,

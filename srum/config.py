@@ -141,7 +141,8 @@ class RolloutConfig(Section):
 class JudgeConfig(Section):
     """Who judges. `policy`: the model's own understanding in torch (the frozen initial model unless
     learner.judge_follows). `vllm`: an understanding model served by vLLM in each judge actor, from `model`.
-    `oracle`: CompWorld's program (pass +1, fail -1, no regions) — a diagnostic upper bound, not SRUM."""
+    `oracle`: CompWorld's program (pass +1, fail -1; with reward.use_local, each detected object +1 if the prompt
+    names it, else -1) — a diagnostic upper bound, not SRUM."""
     engine: Literal["policy", "vllm", "oracle"] = "policy"
     model: str | None = None  # vllm: the judge model's directory (e.g. a Qwen2-VL, or a BAGEL's understanding)
     mode: Literal["yesno", "text"] = "yesno"  # vllm: P(yes) from answer logprobs, or "Score: x" parsed from text
@@ -198,8 +199,19 @@ class LoraConfig(Section):
 class LearnerConfig(Section):
     lr: float = 5e-5  # measured on the built-in with centred weights: 3e-4 fell below the base, 2.5e-5 to 1e-4 rose alike
     kl_coef: float = 0.1  # lambda: the pull toward the frozen reference that stops reward hacking
+    # nats: how far below the reference a negatively weighted image token may be pushed (autoregressive models;
+    # 0.2, PPO's ratio 0.82, measured no different from 1 on the built-in: docs/results/srum_compworld.md)
+    push_margin: float = Field(1.0, gt=0)
+    # 0: the reference is the initial model for the whole run. N: every N updates the reference becomes the
+    # policy as it is then (rounds of SRUM, online): the KL bounds each round's move, not the whole run's.
+    # The judge stays the frozen initial model either way.
+    reference_every: int = Field(0, ge=0)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # AdamW's epsilon. Adam divides each weight's step by its own gradient scale, so a weight whose gradient is only
+    # noise (the rows of rarely drawn image tokens) moves as far as one the reward pushes; a larger eps damps them
+    # (1e-5 measured no different on the built-in: docs/results/srum_diagnostics_10min.json)
+    adam_eps: float = Field(1e-8, gt=0)
     # which weights the update touches: generation (janus: the language model and generation modules; mot: its
     # generation expert), all (but a VQ), or lora (janus: adapters on the language model; the reference is the
     # base model, and only the adapters are broadcast)

@@ -68,3 +68,17 @@ def test_train_all_and_judge_follows(tmp_path, tiny_model_dir):
     before = e.policy.net.layers[0].und.qkv.weight.clone()  # the understanding expert reads the prompt
     e.run()
     assert not torch.equal(before, e.policy.net.layers[0].und.qkv.weight)
+
+
+def test_a_moving_reference_is_the_policy_of_its_round_and_resumes_exactly(tmp_path, tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir, steps=3, **{"eval.at_start": "false", "eval.at_end": "false", "learner.reference_every": 2})
+    straight = LocalEngine(cfg, tmp_path / "a", quiet)
+    straight.run()
+    at_2 = load_model(tmp_path / "a" / "checkpoints" / "step_000002" / "model").net.state_dict()
+    ref = straight.learner.reference_net().state_dict()
+    assert all(torch.equal(ref[k], at_2[k]) for k in at_2)  # the round began at update 2 ...
+    assert not torch.equal(straight.policy.flat_weights(), torch.cat([at_2[k].reshape(-1) for k in at_2]))  # ... and moved on
+    LocalEngine(cfg.model_copy(update={"steps": 2}), tmp_path / "b", quiet).run()
+    resumed = LocalEngine(cfg, tmp_path / "b", quiet)
+    resumed.run()
+    assert torch.equal(straight.policy.flat_weights(), resumed.policy.flat_weights())

@@ -29,6 +29,9 @@ class Learner:
         # The frozen reference is the initial policy (the learner is made before a resume loads weights): the KL
         # term keeps the update near it. A backend may make it without a copy (LoRA: adapters switched off).
         self.reference = policy.make_reference()
+        if cfg.reference_every and self.reference is None:
+            raise ValueError("learner.reference_every needs a reference copy; with learner.train lora the reference "
+                             "is the base model (adapters off), which cannot move: set reference_every 0")
         # Parameters as views of one buffer, made before the optimiser sees them: the buffer is what gets
         # published to the rollout workers, without a snapshot copy per version.
         self.weights_buffer = policy.flatten_parameters()
@@ -40,7 +43,7 @@ class Learner:
                 params.append(p)
         self.params = params
         # fp32 master weights: the model itself is fp32 here; mixed precision would keep this copy.
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         self.version = policy.policy_version
 
     def token_weights(self, judgements: list[Judgement]) -> torch.Tensor:
@@ -59,7 +62,8 @@ class Learner:
         w = self.token_weights(list(judgements))  # centring needs the whole batch
         rank, world = shard
         rows = slice(rank * len(batch) // world, (rank + 1) * len(batch) // world)
-        losses = self.policy.srum_loss(latents, [r.prompt for r in rollouts], w, self.reference, self.cfg.kl_coef, generator, rows)
+        losses = self.policy.srum_loss(latents, [r.prompt for r in rollouts], w, self.reference, self.cfg.kl_coef, generator, rows,
+                                       push_margin=self.cfg.push_margin)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         if world > 1:
@@ -68,17 +72,32 @@ class Learner:
         self.opt.step()
         self.version += 1
         self.policy.policy_version = self.version
+        if self.cfg.reference_every and self.version % self.cfg.reference_every == 0:
+            self.reference_net().load_state_dict(self.policy.net.state_dict())  # a new round starts here
         return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "weight_mean": float(w.mean())}
+
+    def reference_net(self) -> torch.nn.Module:
+        return getattr(self.reference, "net", self.reference)  # janus keeps a model object, mot a bare network
 
     # ---- state ----
     def save(self, path: Path, extra: dict[str, str]) -> None:
-        """The optimiser's state and the version. The reference is not saved: it is the run's initial model."""
-        save_tensors(optimizer_tensors(self.opt), path, {"version": str(self.version), **extra})
+        """The optimiser's state and the version; with a moving reference, its weights too (a frozen one is the
+        run's initial model, which a resume rebuilds)."""
+        tensors = optimizer_tensors(self.opt)
+        if self.cfg.reference_every:
+            tensors.update({f"reference.{k}": v for k, v in self.reference_net().state_dict().items()})
+        save_tensors(tensors, path, {"version": str(self.version), **extra})
 
     def load(self, path: Path) -> None:
         t = load_tensors(path)
         self.version = int(load_metadata(path)["version"])
         load_optimizer(self.opt, t)
+        if self.cfg.reference_every:
+            ref = {k.removeprefix("reference."): v for k, v in t.items() if k.startswith("reference.")}
+            if not ref:
+                raise ValueError(f"{path}: learner.reference_every is set but this checkpoint holds no reference "
+                                 "(it was written with a frozen one); resume with reference_every 0")
+            self.reference_net().load_state_dict(ref)
         self.policy.policy_version = self.version
 
 

@@ -41,12 +41,12 @@ def weighted_flow_loss(v: torch.Tensor, target: torch.Tensor, v_ref: torch.Tenso
 
 
 def weighted_ar_loss(logits: torch.Tensor, tokens: torch.Tensor, ref_logits: torch.Tensor, w: torch.Tensor,
-                     kl_coef: float) -> dict[str, torch.Tensor]:
+                     kl_coef: float, push_margin: float = PUSH_MARGIN) -> dict[str, torch.Tensor]:
     """logits, ref_logits: (B, N, V); tokens: (B, N) the sampled image tokens; w: (B, N), any sign."""
     logp, ref_logp = logits.log_softmax(-1), ref_logits.log_softmax(-1)
     token_logp = logp.gather(-1, tokens[..., None])[..., 0]
-    floor = ref_logp.gather(-1, tokens[..., None])[..., 0].detach() - PUSH_MARGIN
-    push = (token_logp - floor).clamp(min=0)  # >= 0; no gradient once the token is PUSH_MARGIN below the reference
+    floor = ref_logp.gather(-1, tokens[..., None])[..., 0].detach() - push_margin
+    push = (token_logp - floor).clamp(min=0)  # >= 0; no gradient once the token is push_margin below the reference
     reward_term = (w.clamp(min=0) * -token_logp + (-w).clamp(min=0) * push).mean()
     kl_term = F.kl_div(ref_logp, logp, log_target=True, reduction="none").sum(-1).mean()
     return {"total": reward_term + kl_coef * kl_term, "reward_term": reward_term, "kl_term": kl_term}

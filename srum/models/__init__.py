@@ -3,7 +3,7 @@
     sample(prompts, seed, opts) -> (images uint8 (B, H, W, 3), latents)   # latents: what the loss re-scores
     judge_yes_prob(images, questions) -> np.ndarray                        # P(yes); a score in [-1, 1] is 2p - 1
     question(prompt) -> str                                                # the judge's yes/no question
-    srum_loss(latents, prompts, token_weights, reference, kl_coef, generator, rows) at `token_grid`
+    srum_loss(latents, prompts, token_weights, reference, kl_coef, generator, rows, push_margin) at `token_grid`
     trainable(mode) -> names; make_reference() -> the frozen reference the loss reads
     flat_weights() / flatten_parameters() / load_flat_weights(flat, version)   # one flat buffer, for broadcast
     save(dir) / load(dir) / load_state(dir)

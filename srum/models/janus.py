@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..io import InputError
-from ..learner.objective import weighted_ar_loss
+from ..learner.objective import PUSH_MARGIN, weighted_ar_loss
 from .sampling import SampleOptions, generate
 
 SRUM_FILE = "srum.json"
@@ -299,15 +299,17 @@ class JanusUMM:
         return self.grid
 
     def srum_loss(self, tokens: torch.Tensor, prompts: list[str], token_weights: torch.Tensor, reference,
-                  kl_coef: float, generator: torch.Generator, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+                  kl_coef: float, generator: torch.Generator, rows: slice = slice(None),
+                  push_margin: float = PUSH_MARGIN) -> dict[str, torch.Tensor]:
         """Per-token NLL of the policy's own image tokens weighted by the reward map pooled to the token grid,
-        + lambda * token KL to the frozen reference. `rows`: a data-parallel learner's share of the batch."""
+        + lambda * token KL to the frozen reference. `rows`: a data-parallel learner's share of the batch;
+        `push_margin`: how many nats below the reference a negatively weighted token may be pushed."""
         tokens, w, prompts = tokens[rows].long(), token_weights[rows].to(self.device), list(prompts[rows])
         with self._autocast():
             logits = self.image_logits(prompts, tokens)
             with torch.no_grad(), self._reference(reference) as ref:
                 ref_logits = ref.image_logits(prompts, tokens)
-        return weighted_ar_loss(logits, tokens.to(self.device), ref_logits, w, kl_coef)
+        return weighted_ar_loss(logits, tokens.to(self.device), ref_logits, w, kl_coef, push_margin)
 
     @contextlib.contextmanager
     def _reference(self, reference):

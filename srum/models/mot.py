@@ -140,8 +140,10 @@ class MotUMM:
         return self.cfg.grid
 
     def srum_loss(self, latents: torch.Tensor, prompts: list[str], token_weights: torch.Tensor, reference: MotNet,
-                  kl_coef: float, generator: torch.Generator, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+                  kl_coef: float, generator: torch.Generator, rows: slice = slice(None),
+                  push_margin: float | None = None) -> dict[str, torch.Tensor]:
         """Re-noise the policy's own clean latents, weight the velocity error per token, add lambda * KL.
+        (`push_margin` is the AR push-away's bound; flow's push, the reflected velocity, is bounded by itself.)
         `rows`: the share of the batch to compute (a data-parallel learner's); the noise is drawn for the
         whole batch first, so the shares of all ranks together see exactly what one learner would."""
         d = self.device

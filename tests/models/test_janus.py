@@ -211,3 +211,14 @@ def test_built_in_format_uses_its_srum_settings(tiny_janus32_dir):
     assert json.loads((tiny_janus32_dir / "srum.json").read_text())["yes"] == "yes"
     img, _ = m.sample(["a red square"], 0)
     assert img.shape == (1, 32, 32, 3)
+
+
+def test_a_moving_reference_needs_a_copy_not_lora(janus):
+    from srum.config import LearnerConfig, RewardConfig
+    from srum.learner.learner import Learner
+
+    moving = LearnerConfig(reference_every=10)
+    assert Learner(janus, moving, RewardConfig(), group=2).reference_net() is not janus.net  # a copy it can overwrite
+    janus.add_lora(rank=2)
+    with pytest.raises(ValueError, match="reference_every"):
+        Learner(janus, moving.model_copy(update={"train": "lora"}), RewardConfig(), group=2)
