@@ -20,13 +20,9 @@ import numpy as np
 import torch
 
 from srum.models import load_model
+from srum.rundir import latest_checkpoint
 from srum.world import heldout_set, layout
 from srum.world.render import draw
-
-
-def final_model(run: Path) -> Path:
-    ckpts = run / "checkpoints"
-    return ckpts / (ckpts / "latest").read_text().strip() / "model"
 
 
 def probe(model, prompts: list[str], truth: torch.Tensor, background: int) -> dict:
@@ -56,7 +52,7 @@ def main() -> None:
     res = {"what": __doc__.split("\n\n")[0], "prompts": len(prompts), "background_share": round(float((truth == background).float().mean()), 3),
            "models": {"base": probe(base, prompts, truth, background)}}
     for run in args.runs:
-        res["models"][run.name] = probe(load_model(final_model(run)), prompts, truth, background)
+        res["models"][run.name] = probe(load_model(latest_checkpoint(run) / "model"), prompts, truth, background)
         print(json.dumps({run.name: res["models"][run.name]}), flush=True)
     out = Path(__file__).resolve().parent.parent / "docs" / "results" / "drift_probe.json"
     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -25,6 +25,7 @@ import torch
 
 from srum.evaluate import run_eval
 from srum.models import load_model
+from srum.rundir import latest_checkpoint
 from srum.world import CATEGORIES, heldout_set
 from srum.world.bench import training_spec
 
@@ -67,7 +68,7 @@ def main() -> None:
     a_file.write_text(json.dumps([{"prompt": s.prompt, "category": s.category} for s in a], indent=0) + "\n")
     runs = {"training_stream": [], "heldout_half_a": [f"rollout.prompts={a_file}"]}
     procs = {n: train(args.out / n, args.budget_min, args.seed, extra) for n, extra in runs.items()
-             if not (args.out / n / "checkpoints" / "latest").exists()}
+             if latest_checkpoint(args.out / n) is None}
     for n, p in procs.items():
         if p.wait():
             raise SystemExit(f"{n}: srum train failed (see {args.out / n}.log)")
@@ -79,8 +80,7 @@ def main() -> None:
            "base_on_heldout": score("builtin", heldout_set(), args.k, args.out / "eval_base_heldout"),
            "base_on_half_b": score("builtin", b, args.k, args.out / "eval_base_b")}
     for n in runs:
-        ckpt = args.out / n / "checkpoints" / (args.out / n / "checkpoints" / "latest").read_text().strip() / "model"
-        res[f"srum_{n}_on_half_b"] = score(ckpt, b, args.k, args.out / f"eval_{n}_b")
+        res[f"srum_{n}_on_half_b"] = score(latest_checkpoint(args.out / n) / "model", b, args.k, args.out / f"eval_{n}_b")
         res[f"srum_{n}_steps"] = len((args.out / n / "metrics.jsonl").read_text().splitlines())
     base = res["base_on_half_b"]["overall"]
     for n in runs:

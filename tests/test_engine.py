@@ -82,3 +82,15 @@ def test_a_moving_reference_is_the_policy_of_its_round_and_resumes_exactly(tmp_p
     resumed = LocalEngine(cfg, tmp_path / "b", quiet)
     resumed.run()
     assert torch.equal(straight.policy.flat_weights(), resumed.policy.flat_weights())
+
+
+def test_a_run_with_a_frozen_reference_is_not_resumed_with_a_moving_one(tmp_path, tiny_model_dir):
+    no_eval = {"eval.at_start": "false", "eval.at_end": "false"}
+    LocalEngine(tiny_cfg(tiny_model_dir, steps=1, **no_eval), tmp_path / "r", quiet).run()
+    moving = LocalEngine(tiny_cfg(tiny_model_dir, steps=2, **no_eval, **{"learner.reference_every": 2}), tmp_path / "r", quiet)
+    with pytest.raises(ValueError, match=r"config.yaml: learner.reference_every: the run was started with 0, this command says 2"):
+        moving.run()
+    # below the run directory's check, the learner refuses such a checkpoint itself (code that calls it directly)
+    learner = moving.learner
+    with pytest.raises(ValueError, match=r"learner.safetensors: learner.reference_every is set but this checkpoint holds no reference"):
+        learner.load(tmp_path / "r" / "checkpoints" / "step_000001" / "learner.safetensors")
