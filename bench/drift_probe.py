@@ -4,9 +4,9 @@ For each model (the base and the final checkpoints of the runs named), on render
 prompts (one seeded layout each, encoded by the model's VQ): the mean NLL of the ground-truth image tokens,
 split into background tokens (the commonest code: empty canvas) and object tokens; and on 120 of the model's own
 samples (60 prompts x 2, seed 7), the mean entropy of its next-token distribution (sharpening would lower it).
-Prints JSON; writes docs/results/drift_probe.json.
+Prints JSON; writes docs/results/drift_probe.json, keeping the runs probed before on the same base weights.
 
-    python bench/drift_probe.py RUN_DIR [RUN_DIR ...]
+    python bench/drift_probe.py [--base builtin] RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srum.models import load_model
+from srum.models import load_model, weights_sha256
 from srum.rundir import latest_checkpoint
 from srum.world import heldout_set, layout
 from srum.world.render import draw
@@ -41,20 +41,29 @@ def probe(model, prompts: list[str], truth: torch.Tensor, background: int) -> di
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--base", default="builtin", help="the runs' initial model (a name or a directory)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "results" / "drift_probe.json")
     args = ap.parse_args()
+    out, sha = args.out, weights_sha256(args.base)[:12]
+    old = json.loads(out.read_text()) if out.exists() else {}
+    # a file from before the probe recorded its base was measured on the built-in of that time (ee5440fd62d8)
+    if old and old.get("base_sha256", "ee5440fd62d8") != sha:
+        raise SystemExit(f"{out}: its runs started from weights {old.get('base_sha256', 'ee5440fd62d8')}, these from {sha}; "
+                         "give another --out rather than lose them")
+    kept = old.get("models", {})
     specs = heldout_set()[::2]
     rng = random.Random(0)
     images = np.stack([draw(layout(s, rng)) for s in specs])
     prompts = [s.prompt for s in specs]
-    base = load_model("builtin")
+    base = load_model(args.base)
     truth = torch.as_tensor(base.encode(images)).long()
     background = int(np.bincount(truth.flatten().numpy()).argmax())
-    res = {"what": __doc__.split("\n\n")[0], "prompts": len(prompts), "background_share": round(float((truth == background).float().mean()), 3),
-           "models": {"base": probe(base, prompts, truth, background)}}
+    res = {"what": __doc__.split("\n\n")[0], "base_sha256": sha, "prompts": len(prompts),
+           "background_share": round(float((truth == background).float().mean()), 3),
+           "models": kept | {"base": probe(base, prompts, truth, background)}}
     for run in args.runs:
         res["models"][run.name] = probe(load_model(latest_checkpoint(run) / "model"), prompts, truth, background)
         print(json.dumps({run.name: res["models"][run.name]}), flush=True)
-    out = Path(__file__).resolve().parent.parent / "docs" / "results" / "drift_probe.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res))
 

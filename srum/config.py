@@ -174,7 +174,9 @@ class RewardConfig(Section):
     # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` is the default because it measured
     # better: every weight of the paper's map is positive, so most of it weighs the model's own samples alike,
     # which only adds noise (docs/results/srum_compworld_10min.md: the paper's map uncentred 0.465, centred 0.50)
-    centre: Literal["none", "batch", "prompt"] = "prompt"
+    # prompt_token: each token against the same position in its prompt's other samples; prompt_global: minus the
+    # prompt's mean background weight, so only the global judgement is centred (srum/rewards/reward_map.py, why)
+    centre: Literal["none", "batch", "prompt", "prompt_token", "prompt_global"] = "prompt"
     # a control, not a method: each sample's map is another sample's of the same step, so the weights keep their
     # distribution (and the update its noise) but carry nothing about the sample they weigh
     shuffle: bool = False
@@ -310,8 +312,8 @@ class TrainConfig(Section):
         if batch % self.ray.learners:
             raise ValueError(f"ray.learners ({self.ray.learners}) must divide the batch of {batch} samples "
                              "(rollout.prompts_per_step x rollout.samples_per_prompt): each learner takes an equal share")
-        if self.reward.centre == "prompt" and self.rollout.samples_per_prompt < 2:
-            raise ValueError("reward.centre prompt weighs each sample against its prompt's other samples: it needs "
+        if self.reward.centre.startswith("prompt") and self.rollout.samples_per_prompt < 2:
+            raise ValueError(f"reward.centre {self.reward.centre} weighs each sample against its prompt's other samples: it needs "
                              f"rollout.samples_per_prompt >= 2 (got {self.rollout.samples_per_prompt}), "
                              "or reward.centre batch / none")
         if self.reward.judge.engine == "vllm" and self.learner.judge_follows:

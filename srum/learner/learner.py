@@ -18,14 +18,14 @@ from ..io import (
     save_tensors,
 )
 from ..records import Judgement, Rollout
-from ..rewards.reward_map import centre, pool_to_tokens
+from ..rewards.reward_map import background_level, centre, pool_to_tokens
 
 
 class Learner:
     def __init__(self, policy, cfg: LearnerConfig, reward: RewardConfig, group: int = 1):
         self.policy, self.cfg, self.reward, self.group = policy, cfg, reward, group  # group: samples per prompt
-        if reward.centre == "prompt" and group < 2:  # a sample alone against its own mean: every weight 0
-            raise ValueError(f"reward.centre prompt needs several samples per prompt (group {group})")
+        if reward.centre.startswith("prompt") and group < 2:  # a sample alone against its own mean: every weight 0
+            raise ValueError(f"reward.centre {reward.centre} needs several samples per prompt (group {group})")
         # The frozen reference is the initial policy (the learner is made before a resume loads weights): the KL
         # term keeps the update near it. A backend may make it without a copy (LoRA: adapters switched off).
         self.reference = policy.make_reference()
@@ -47,11 +47,15 @@ class Learner:
         self.version = policy.policy_version
 
     def token_weights(self, judgements: list[Judgement]) -> torch.Tensor:
-        maps = np.stack([j.reward_map for j in judgements])
         if self.reward.shuffle:  # the control: every sample gets another sample's map (seeded by the version)
-            maps = maps[np.random.default_rng(self.version).permutation(len(maps))]
-        w = pool_to_tokens(maps, self.policy.token_grid)
-        return centre(w, self.reward.centre, self.group)
+            judgements = [judgements[i] for i in np.random.default_rng(self.version).permutation(len(judgements))]
+        w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
+        background = None
+        if self.reward.centre == "prompt_global":
+            r = self.reward
+            background = torch.tensor([background_level(j.global_score, r.map == "signed", r.use_global, r.binarize,
+                                                        r.map == "uniform") for j in judgements])
+        return centre(w, self.reward.centre, self.group, background)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
         """One update. shard = (rank, world): a data-parallel learner computes its equal share of the batch,

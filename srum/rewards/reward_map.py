@@ -50,9 +50,24 @@ def pool_to_tokens(maps: np.ndarray, grid: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(t, grid).flatten(1)
 
 
-def centre(weights: torch.Tensor, how: str = "batch", group: int = 1) -> torch.Tensor:
-    """Advantage centring of (B, N) token weights: subtract the batch's mean (`batch`), or the mean over each
-    prompt's `group` consecutive samples (`prompt`, GRPO-style: a sample is weighed against its siblings)."""
+def background_level(g: float, signed: bool = False, use_global: bool = True, binarize: bool = False,
+                     uniform: bool = False) -> float:
+    """The weight a token outside every region gets: the map of the global score alone."""
+    return float(reward_map(g, [], (1, 1), signed, use_global, False, binarize, uniform)[0, 0])
+
+
+def centre(weights: torch.Tensor, how: str = "batch", group: int = 1, background: torch.Tensor | None = None) -> torch.Tensor:
+    """Advantage centring of (B, N) token weights:
+    - `batch`: minus the batch's mean;
+    - `prompt` (GRPO-style): minus the mean of every weight of the prompt's `group` consecutive samples;
+    - `prompt_token`: each token minus the mean of the same token position over the prompt's samples;
+    - `prompt_global`: minus the prompt's mean `background` (B,) level, the weight of the global score alone.
+    Why the last two: under `prompt` a sample whose regions are raised sets the baseline above every background
+    weight, so each background token is pushed away even in an image that passes (docs/results/srum_compworld.md,
+    the background NLL of drift_probe.json). Under `prompt_global` the background carries only the global
+    judgement's advantage, which cancels on background its siblings share; a region's raise stays a bonus.
+    Measured on the built-in, neither beats `prompt` (10 minutes: 0.473 / 0.481 against 0.490 ± 0.007; the table's
+    notes): sparing the background is not what SRUM's gain there waits for."""
     if how == "none":
         return weights
     if how == "batch":
@@ -60,4 +75,12 @@ def centre(weights: torch.Tensor, how: str = "batch", group: int = 1) -> torch.T
     if weights.shape[0] % group:
         raise ValueError(f"a batch of {weights.shape[0]} samples is not whole groups of {group}")
     g = weights.view(-1, group, weights.shape[1])
-    return (g - g.mean(dim=(1, 2), keepdim=True)).view_as(weights)
+    if how == "prompt":
+        return (g - g.mean(dim=(1, 2), keepdim=True)).view_as(weights)
+    if how == "prompt_token":
+        return (g - g.mean(dim=1, keepdim=True)).view_as(weights)
+    if how == "prompt_global":
+        if background is None or background.shape != weights.shape[:1]:
+            raise ValueError("centre prompt_global needs each sample's background level, shape (B,)")
+        return (g - background.view(-1, group).mean(1)[:, None, None]).view_as(weights)
+    raise ValueError(f"reward.centre {how!r}: one of none, batch, prompt, prompt_token, prompt_global")

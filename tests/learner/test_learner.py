@@ -22,6 +22,14 @@ def test_token_weights_centre_each_prompts_samples(policy):
     assert np.allclose(w[:, 0].numpy(), [-0.2, 0.2, 0.0, 0.0])
 
 
+def test_token_weights_centre_on_the_global_scores(policy):
+    js = judgements([0.5, 0.5, 0.0, 0.0])
+    for j, g in zip(js, [1.0, 1.0, 1.0, -1.0]):
+        j.global_score = g
+    w = Learner(policy, LearnerConfig(), RewardConfig(centre="prompt_global"), group=2).token_weights(js)
+    assert np.allclose(w[:, 0].numpy(), [0.0, 0.0, -0.25, -0.25])  # each map minus its prompt's mean level 0.5 / 0.25
+
+
 def test_shuffle_control_keeps_the_weights_but_not_their_samples(policy):
     values = np.linspace(0, 1, 16)
     plain = Learner(policy, LearnerConfig(), RewardConfig(centre="none")).token_weights(judgements(values))[:, 0].numpy()

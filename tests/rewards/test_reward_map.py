@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from srum.rewards.reward_map import centre, pool_to_tokens, reward_map
+from srum.rewards.reward_map import background_level, centre, pool_to_tokens, reward_map
 
 H = W = 8
 
@@ -103,6 +103,36 @@ def test_centre_per_prompt_weighs_a_sample_against_its_siblings():
     assert torch.equal(centre(w, "none"), w)
     with pytest.raises(ValueError, match="whole groups"):
         centre(w[:3], "prompt", 2)
+
+
+def test_centre_per_token_position_cancels_what_siblings_share():
+    w = torch.tensor([[0.5, 1.0], [0.5, 0.5], [0.0, 0.2], [1.0, 0.2]])  # column 0: background, column 1: a region
+    c = centre(w, "prompt_token", 2)
+    assert torch.allclose(c[:, 0], torch.tensor([0.0, 0.0, -0.5, 0.5]))  # the same background in both: no credit
+    assert torch.allclose(c[:, 1], torch.tensor([0.25, -0.25, 0.0, 0.0]))
+
+
+def test_centre_on_the_global_level_keeps_a_regions_raise_a_bonus():
+    # two passing samples (background 0.5): under `prompt` the first's raised region drags its background below 0
+    g = [1.0, 1.0, 1.0, -1.0]
+    maps = np.stack([reward_map(s, r, (8, 8)) for s, r in zip(g, [[((0, 0, 4, 4), 1.0)], [], [], []])])
+    w = pool_to_tokens(maps, 2)  # token 0 is the region's
+    assert (centre(w, "prompt", 2)[:2, 1:] < 0).all()
+    background = torch.tensor([background_level(s) for s in g])
+    assert torch.allclose(background, torch.tensor([0.5, 0.5, 0.5, 0.0]))
+    c = centre(w, "prompt_global", 2, background)
+    assert torch.allclose(c[:2, 1:], torch.zeros(2, 3)) and torch.isclose(c[0, 0], torch.tensor(0.5))
+    assert torch.allclose(c[2], torch.full((4,), 0.25)) and torch.allclose(c[3], torch.full((4,), -0.25))  # symmetric
+    with pytest.raises(ValueError, match="background level"):
+        centre(w, "prompt_global", 2)
+    with pytest.raises(ValueError, match="one of none"):
+        centre(w, "median", 2)
+
+
+def test_background_level_follows_the_maps_form():
+    assert background_level(0.0) == 0.25 and background_level(0.0, use_global=False) == 0.5
+    assert background_level(-1.0, signed=True) == -1.0 and background_level(0.2, binarize=True) == 0.5
+    assert background_level(-0.7, uniform=True) == 1.0
 
 
 def test_uniform_map_ignores_the_judge():
