@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _previous import previous
 from srum.models import load_model, weights_sha256
 from srum.rundir import latest_checkpoint
 from srum.world import heldout_set, layout
@@ -45,11 +46,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "results" / "drift_probe.json")
     args = ap.parse_args()
     out, sha = args.out, weights_sha256(args.base)[:12]
-    old = json.loads(out.read_text()) if out.exists() else {}
-    # a file from before the probe recorded its base was measured on the built-in of that time (ee5440fd62d8)
-    if old and old.get("base_sha256", "ee5440fd62d8") != sha:
-        raise SystemExit(f"{out}: its runs started from weights {old.get('base_sha256', 'ee5440fd62d8')}, these from {sha}; "
-                         "give another --out rather than lose them")
+    old = previous(out, base_sha256=sha)
     kept = old.get("models", {})
     specs = heldout_set()[::2]
     rng = random.Random(0)

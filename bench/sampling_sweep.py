@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from _previous import previous
 from srum.evaluate import run_eval
 from srum.models import load_model, weights_sha256
 from srum.models.sampling import SampleOptions
@@ -43,10 +44,7 @@ def main() -> None:
     if unknown := [n for n in names if n not in SETTINGS]:
         raise SystemExit(f"--settings: unknown {unknown}; known: {list(SETTINGS)}")
     sha = weights_sha256(args.model)[:12]
-    old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if old and (old.get("model_sha256"), old.get("images_per_prompt")) != (sha, args.images_per_prompt):
-        raise SystemExit(f"{args.out} holds weights {old.get('model_sha256')} at {old.get('images_per_prompt')} images a prompt: "
-                         "give another --out rather than lose its rows")
+    old = previous(args.out, model_sha256=sha, images_per_prompt=args.images_per_prompt)
     model = load_model(args.model)
     rows = old.get("rows", {})
     with tempfile.TemporaryDirectory() as tmp:

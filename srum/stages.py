@@ -48,7 +48,7 @@ def make_judge(model, r: RewardConfig, device: str = "cpu"):
     """SelfJudge (yes/no, from any model with judge_yes_prob: the policy's understanding, or vLLM's), the text
     judge (reward.judge.mode text: "Score: x" parsed from what a vLLM judge writes), or the oracle (a diagnostic:
     `model` then only answers the evaluations' judge questions)."""
-    opts = JudgeOptions(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+    opts = JudgeOptions.of(r)
     if r.judge.engine == "oracle":
         return OracleJudge(model, opts)
     if r.judge.mode == "text":

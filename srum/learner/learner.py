@@ -18,7 +18,8 @@ from ..io import (
     save_tensors,
 )
 from ..records import Judgement, Rollout
-from ..rewards.reward_map import background_level, centre, pool_to_tokens
+from ..rewards.judge import JudgeOptions
+from ..rewards.reward_map import centre, pool_to_tokens
 
 
 class Learner:
@@ -52,9 +53,8 @@ class Learner:
         w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
         background = None
         if self.reward.centre == "prompt_global":
-            r = self.reward
-            background = torch.tensor([background_level(j.global_score, r.map == "signed", r.use_global, r.binarize,
-                                                        r.map == "uniform") for j in judgements])
+            opts = JudgeOptions.of(self.reward)
+            background = torch.tensor([opts.background(j.global_score) for j in judgements])
         return centre(w, self.reward.centre, self.group, background)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:

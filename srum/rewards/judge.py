@@ -30,6 +30,15 @@ class JudgeOptions:
     match: float = 0.5  # a region "shows" a named object when P(yes) >= match
     unmatched: str = "negative"  # negative | drop
 
+    @classmethod
+    def of(cls, r) -> "JudgeOptions":
+        """The options a RewardConfig names (its map form, which scores count, how regions are matched)."""
+        return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+
+    def background(self, g: float) -> float:
+        """The weight this map gives a token outside every region: the map of the global score alone."""
+        return float(reward_map(g, [], (1, 1), self.signed, self.use_global, False, self.binarize, self.uniform)[0, 0])
+
 
 def object_phrases(prompt: str) -> list[str]:
     """The distinct objects a prompt names, as single-object phrases ('a red square'): a CompWorld scene's

@@ -50,18 +50,13 @@ def pool_to_tokens(maps: np.ndarray, grid: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(t, grid).flatten(1)
 
 
-def background_level(g: float, signed: bool = False, use_global: bool = True, binarize: bool = False,
-                     uniform: bool = False) -> float:
-    """The weight a token outside every region gets: the map of the global score alone."""
-    return float(reward_map(g, [], (1, 1), signed, use_global, False, binarize, uniform)[0, 0])
-
-
 def centre(weights: torch.Tensor, how: str = "batch", group: int = 1, background: torch.Tensor | None = None) -> torch.Tensor:
     """Advantage centring of (B, N) token weights:
     - `batch`: minus the batch's mean;
     - `prompt` (GRPO-style): minus the mean of every weight of the prompt's `group` consecutive samples;
     - `prompt_token`: each token minus the mean of the same token position over the prompt's samples;
-    - `prompt_global`: minus the prompt's mean `background` (B,) level, the weight of the global score alone.
+    - `prompt_global`: minus the prompt's mean `background` (B,) level, the weight of the global score alone
+      (`JudgeOptions.background`).
     Why the last two: under `prompt` a sample whose regions are raised sets the baseline above every background
     weight, so each background token is pushed away even in an image that passes (docs/results/srum_compworld.md,
     the background NLL of drift_probe.json). Under `prompt_global` the background carries only the global

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from srum.rewards.reward_map import background_level, centre, pool_to_tokens, reward_map
+from srum.rewards.judge import JudgeOptions
+from srum.rewards.reward_map import centre, pool_to_tokens, reward_map
 
 H = W = 8
 
@@ -118,7 +119,7 @@ def test_centre_on_the_global_level_keeps_a_regions_raise_a_bonus():
     maps = np.stack([reward_map(s, r, (8, 8)) for s, r in zip(g, [[((0, 0, 4, 4), 1.0)], [], [], []])])
     w = pool_to_tokens(maps, 2)  # token 0 is the region's
     assert (centre(w, "prompt", 2)[:2, 1:] < 0).all()
-    background = torch.tensor([background_level(s) for s in g])
+    background = torch.tensor([JudgeOptions().background(s) for s in g])
     assert torch.allclose(background, torch.tensor([0.5, 0.5, 0.5, 0.0]))
     c = centre(w, "prompt_global", 2, background)
     assert torch.allclose(c[:2, 1:], torch.zeros(2, 3)) and torch.isclose(c[0, 0], torch.tensor(0.5))
@@ -130,9 +131,9 @@ def test_centre_on_the_global_level_keeps_a_regions_raise_a_bonus():
 
 
 def test_background_level_follows_the_maps_form():
-    assert background_level(0.0) == 0.25 and background_level(0.0, use_global=False) == 0.5
-    assert background_level(-1.0, signed=True) == -1.0 and background_level(0.2, binarize=True) == 0.5
-    assert background_level(-0.7, uniform=True) == 1.0
+    assert JudgeOptions().background(0.0) == 0.25 and JudgeOptions(use_global=False).background(0.0) == 0.5
+    assert JudgeOptions(signed=True).background(-1.0) == -1.0 and JudgeOptions(binarize=True).background(0.2) == 0.5
+    assert JudgeOptions(uniform=True).background(-0.7) == 1.0
 
 
 def test_uniform_map_ignores_the_judge():
