@@ -57,3 +57,6 @@ def test_per_prompt_centring_needs_several_samples_per_prompt():
     with pytest.raises(ConfigError, match="needs rollout.samples_per_prompt >= 2"):
         load_config(TrainConfig, None, ["rollout.samples_per_prompt=1"])
     assert load_config(TrainConfig, None, ["rollout.samples_per_prompt=1", "reward.centre=none"]).reward.centre == "none"
+    for how in ("prompt_token", "prompt_global"):  # the other per-prompt centrings are refused the same way
+        with pytest.raises(ConfigError, match=f"reward.centre {how} weighs .* needs rollout.samples_per_prompt >= 2"):
+            load_config(TrainConfig, None, ["rollout.samples_per_prompt=1", f"reward.centre={how}"])
