@@ -1,8 +1,11 @@
 """Issue 18: SRUM on the built-in against its base and a control, on CompWorld-Bench. Writes
-docs/results/srum_compworld.{json,md} and prints JSON rows as they finish.
+docs/results/srum_compworld.{json,md} (--table) and prints JSON rows as they finish.
 
     python bench/srum_compworld.py [--config configs/srum-compworld.yaml] [--budget-min 20] [--rows srum,uniform,...]
                                    [--seeds 0,1,2] [--one-seed 0] [--images-per-prompt 8] [--out runs/bench]
+                                   [--table srum_compworld]
+
+A table holds one set of weights at one budget: the bench refuses to write another's into it (name a new --table).
 
 Every row is the same configuration and budget with one change (ROWS); `srum` and its controls run with --seeds
 (SEEDED), the other rows with --one-seed. The controls: `uniform` (the same update on the model's own samples with
@@ -35,6 +38,8 @@ from srum.evaluate import run_eval
 from srum.models import load_model, weights_sha256
 from srum.world import CATEGORIES, heldout_set
 
+from _previous import previous  # bench/ is on sys.path when a script in it runs
+
 ROWS = {
     "srum": [],
     "uniform": ["reward.map=uniform", "reward.centre=none"],
@@ -56,6 +61,20 @@ ROWS = {
     # a bigger batch per update (256 own samples instead of 64): less noise in each step's direction
     "batch_256": ["rollout.prompts_per_step=128"],
     "batch_256_x4": ["rollout.prompts_per_step=64", "rollout.samples_per_prompt=4"],
+    # filtered self-imitation (RAFT-style): a sample the judge passes weighs 0.5 (1 inside the regions it passes,
+    # with the local judge), one it fails 0; no centring, so nothing is pushed away; the calibration's update
+    "raft": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4", "learner.kl_coef=0.05"],
+    "raft_strict": ["reward.binarize=true", "reward.binarize_at=0.8", "reward.centre=none", "reward.use_local=false",
+                    "learner.lr=1e-4", "learner.kl_coef=0.05"],
+    "raft_local": ["reward.binarize=true", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05"],
+    "raft_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=none", "reward.use_local=false",
+                    "learner.lr=1e-4", "learner.kl_coef=0.05"],
+    # ... balanced over prompts: 8 samples of each of 8 prompts, each prompt's judged successes sharing one prompt's
+    # worth of weight (reward.centre=prompt_scale), so a hard prompt's rare success counts as much as an easy one's many
+    "raft_share": ["reward.binarize=true", "reward.centre=prompt_scale", "reward.use_local=false", "learner.lr=1e-4",
+                   "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
+    "raft_share_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=prompt_scale",
+                          "reward.use_local=false", "learner.lr=1e-4", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
 }
 # the claim and its controls: every seed; the others one seed unless asked
 SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")
@@ -165,16 +184,17 @@ def main() -> None:
     ap.add_argument("--one-seed", type=int, default=0)
     ap.add_argument("--images-per-prompt", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--table", default="srum_compworld", help="docs/results/TABLE.{json,md}: one weights' table at one budget")
     args = ap.parse_args()
     cfg = load_config(TrainConfig, args.config)
     k = args.images_per_prompt
     sha = weights_sha256(cfg.model)[:12]
     args.out = args.out / sha  # runs of other weights are never resumed into this table
+    res_file, md_file = RESULTS / f"{args.table}.json", RESULTS / f"{args.table}.md"
+    old = previous(res_file, model_sha256=sha, budget_min=args.budget_min)  # another table is kept, never mixed
+    rows = old.get("rows", {})
     base_report = evaluate_base(cfg, k, args.out)
     base = base_report["overall"]
-    res_file = RESULTS / "srum_compworld.json"
-    old = json.loads(res_file.read_text()) if res_file.exists() else {}
-    rows = old.get("rows", {}) if old.get("model_sha256") == sha and old.get("budget_min") == args.budget_min else {}
     base_row = summary(base_report)
     base_row["gap"] = round(base_row["judge_balanced_accuracy"] - base, 4) if base_row.get("judge_balanced_accuracy") else None
     command = f"OMP_NUM_THREADS={torch.get_num_threads()} python bench/srum_compworld.py " + " ".join(sys.argv[1:])
@@ -194,16 +214,14 @@ def main() -> None:
         res = {"command": command, "config": str(args.config),
                "model": cfg.model, "model_sha256": sha, "budget_min": args.budget_min, "eval_prompts": cfg.eval.prompts,
                "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
-        if old.get("model_sha256") == sha:  # figures added by hand for these weights (the README's command 1) stay
-            res |= {key: v for key, v in old.items() if key not in res}
+        res |= {key: v for key, v in old.items() if key not in res}  # figures added by hand (the README's command 1) stay
         RESULTS.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(res, indent=2) + "\n")
-        (RESULTS / "srum_compworld.md").write_text(markdown(res) + _notes())
+        md_file.write_text(markdown(res) + _notes(md_file))
 
 
-def _notes() -> str:
+def _notes(md: Path) -> str:
     """The hand-written section under the table, kept across regenerations."""
-    md = RESULTS / "srum_compworld.md"
     marker = "\n## What the rows show"
     return marker + md.read_text().partition(marker)[2] if md.exists() and marker in md.read_text() else ""
 

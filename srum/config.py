@@ -170,13 +170,18 @@ class RewardConfig(Section):
     use_global: bool = True
     use_local: bool = True
     binarize: bool = False
+    # with binarize: the judge's P(yes) above which a score counts as a pass (+1); above 0.5 the judge is stricter,
+    # so fewer of the samples it passes are failures (RAFT-style filtering wants precision more than recall)
+    binarize_at: float = Field(0.5, gt=0, lt=1)
     # advantage centring of the token weights (not in the paper): none, the batch's mean, or each prompt's mean
     # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` is the default because it measured
     # better: every weight of the paper's map is positive, so most of it weighs the model's own samples alike,
     # which only adds noise (docs/results/srum_compworld_10min.md: the paper's map uncentred 0.465, centred 0.50)
     # prompt_token: each token against the same position in its prompt's other samples; prompt_global: minus the
     # prompt's mean background weight, so only the global judgement is centred (srum/rewards/reward_map.py, why)
-    centre: Literal["none", "batch", "prompt", "prompt_token", "prompt_global"] = "prompt"
+    # prompt_scale: no centring; each prompt's weights divided by their mean, so a hard prompt's rare judged success
+    # counts as much as an easy prompt's many (with binarize: filtered self-imitation balanced over prompts)
+    centre: Literal["none", "batch", "prompt", "prompt_token", "prompt_global", "prompt_scale"] = "prompt"
     # a control, not a method: each sample's map is another sample's of the same step, so the weights keep their
     # distribution (and the update its noise) but carry nothing about the sample they weigh
     shuffle: bool = False

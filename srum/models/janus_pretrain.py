@@ -94,6 +94,9 @@ class JanusPretrainConfig(Section):
     checkpoint_every: int = Field(100, ge=1)
     threads: int = Field(2, ge=1)
     device: str = Field("cpu", pattern=DEVICE)
+    # stage 2 on a CPU under bf16 autocast (weights, optimiser and EMA stay fp32): on these AVX-512-BF16 machines
+    # the generation loss's forward + backward runs 1.7x and the understanding loss's 1.3x faster (docs/pretraining.md)
+    cpu_bf16: bool = False
     time_budget_min: float = Field(0.0, ge=0)  # stop (and save) after this many minutes of this run; 0 = none
 
 
@@ -342,7 +345,7 @@ def pretrain(cfg: JanusPretrainConfig, out: Path, log=print):
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * _cosine(max(step - cfg.warmup, 0), cfg.steps - cfg.warmup)
-        with model._autocast():
+        with _autocast(model, cfg):
             l_gen = generation_loss(model, *gen_batch(cfg, step))
             loss = l_gen
             if cfg.und_batch:
@@ -414,6 +417,13 @@ def _scale_init(net) -> None:
         torch.nn.init.normal_(m.generation_embeddings.weight, 0.0, 1.0)
     for layer in [m.generation_aligner.fc1, *m.generation_aligner.hidden_layers]:
         layer.reset_parameters()
+
+
+def _autocast(model, cfg: JanusPretrainConfig):
+    """bf16 autocast on a GPU (the backend's own), and on a CPU when the recipe asks for it."""
+    if model.device.type == "cpu" and cfg.cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return model._autocast()
 
 
 def _cosine(step: int, total: int) -> float:

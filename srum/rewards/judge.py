@@ -27,17 +27,23 @@ class JudgeOptions:
     use_global: bool = True
     use_local: bool = True
     binarize: bool = False
+    binarize_at: float = 0.5  # the P(yes) above which a binarised score is +1
     match: float = 0.5  # a region "shows" a named object when P(yes) >= match
     unmatched: str = "negative"  # negative | drop
 
     @classmethod
     def of(cls, r) -> "JudgeOptions":
         """The options a RewardConfig names (its map form, which scores count, how regions are matched)."""
-        return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched)
+        return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.binarize_at, r.match, r.unmatched)
+
+    def map(self, g: float, regions: list[Region], size: tuple[int, int]) -> np.ndarray:
+        """The dense reward map of a global score and judged regions, in this form."""
+        return reward_map(g, [(reg.box, reg.score) for reg in regions], size, self.signed, self.use_global, self.use_local,
+                          self.binarize, self.uniform, self.binarize_at)
 
     def background(self, g: float) -> float:
         """The weight this map gives a token outside every region: the map of the global score alone."""
-        return float(reward_map(g, [], (1, 1), self.signed, self.use_global, False, self.binarize, self.uniform)[0, 0])
+        return float(reward_map(g, [], (1, 1), self.signed, self.use_global, False, self.binarize, self.uniform, self.binarize_at)[0, 0])
 
 
 def object_phrases(prompt: str) -> list[str]:
@@ -76,10 +82,7 @@ class SelfJudge:
             if best < self.opts.match and self.opts.unmatched == "drop":
                 continue
             regions.append(Region(tuple(int(v) for v in box), phrase, 2 * float(best) - 1))
-        o = self.opts
-        m = reward_map(g, [(reg.box, reg.score) for reg in regions], r.image.shape[:2], o.signed, o.use_global,
-                       o.use_local, o.binarize, o.uniform)
-        return Judgement(r.id, g, regions, m)
+        return Judgement(r.id, g, regions, self.opts.map(g, regions, r.image.shape[:2]))
 
 
 class TextModeJudge:
@@ -102,8 +105,5 @@ class TextModeJudge:
             boxes = self.proposer(r.image, tuple(r.objects or object_phrases(r.prompt))) if self.opts.use_local else []
             res = self.text.judge(r.prompt, r.image, boxes)
             regions = [Region(tuple(int(v) for v in b), "", s) for b, s in zip(boxes, res.region_scores)]
-            o = self.opts
-            m = reward_map(res.global_score, [(reg.box, reg.score) for reg in regions], r.image.shape[:2], o.signed,
-                           o.use_global, o.use_local, o.binarize, o.uniform)
-            out.append(Judgement(r.id, res.global_score, regions, m))
+            out.append(Judgement(r.id, res.global_score, regions, self.opts.map(res.global_score, regions, r.image.shape[:2])))
         return out

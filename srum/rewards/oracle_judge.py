@@ -17,7 +17,6 @@ from ..world.spec import CANVAS
 from ..world import PromptError, parse
 from ..world.oracle import check
 from .judge import JudgeOptions
-from .reward_map import reward_map
 
 
 class OracleJudge:
@@ -35,11 +34,8 @@ class OracleJudge:
             raise PromptError(f"reward.judge.engine oracle checks CompWorld prompts only: {r.prompt!r}: {e}") from None
         passed, found = check(to_canvas(r.image[None])[0], spec)  # scored as the bench scores
         g = 1.0 if passed else -1.0
-        o = self.opts
-        regions = oracle_regions(found, spec, r.image.shape[0] / CANVAS) if o.use_local else []
-        m = reward_map(g, [(reg.box, reg.score) for reg in regions], r.image.shape[:2], o.signed, o.use_global,
-                       o.use_local, o.binarize, o.uniform)
-        return Judgement(r.id, g, regions, m)
+        regions = oracle_regions(found, spec, r.image.shape[0] / CANVAS) if self.opts.use_local else []
+        return Judgement(r.id, g, regions, self.opts.map(g, regions, r.image.shape[:2]))
 
 
 def oracle_regions(found, spec, scale: float) -> list[Region]:

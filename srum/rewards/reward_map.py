@@ -18,13 +18,17 @@ from .proposals import Box
 
 
 def reward_map(g: float, regions: list[tuple[Box, float]], size: tuple[int, int], signed: bool = False,
-               use_global: bool = True, use_local: bool = True, binarize: bool = False, uniform: bool = False) -> np.ndarray:
+               use_global: bool = True, use_local: bool = True, binarize: bool = False, uniform: bool = False,
+               binarize_at: float = 0.5) -> np.ndarray:
+    """`binarize`: each score becomes +1 where P(yes) = (s + 1) / 2 exceeds `binarize_at`, else -1. A threshold above
+    0.5 trades recall for precision: fewer of the policy's samples count as passing, and fewer of those wrongly."""
     h, w = size
     if uniform:  # the control: no reward at all
         return np.ones((h, w), np.float32)
     if binarize:
-        g = 1.0 if g > 0 else -1.0
-        regions = [(b, 1.0 if s > 0 else -1.0) for b, s in regions]
+        cut = 2 * binarize_at - 1
+        g = 1.0 if g > cut else -1.0
+        regions = [(b, 1.0 if s > cut else -1.0) for b, s in regions]
     m = np.full((h, w), 0.5, np.float32)
     if use_local:
         low = np.full((h, w), np.inf, np.float32)
@@ -56,7 +60,11 @@ def centre(weights: torch.Tensor, how: str = "batch", group: int = 1, background
     - `prompt` (GRPO-style): minus the mean of every weight of the prompt's `group` consecutive samples;
     - `prompt_token`: each token minus the mean of the same token position over the prompt's samples;
     - `prompt_global`: minus the prompt's mean `background` (B,) level, the weight of the global score alone
-      (`JudgeOptions.background`).
+      (`JudgeOptions.background`);
+    - `prompt_scale` (no centring): each prompt's weights divided by their mean, so every prompt weighs as much as
+      any other whatever its share of good samples (all-zero prompts stay 0). With binarised scores this is
+      filtered self-imitation in which a hard prompt's one judged success counts as much as an easy prompt's
+      many: the categories the generator is worst at are the ones whose successes are rarest.
     Why the last two: under `prompt` a sample whose regions are raised sets the baseline above every background
     weight, so each background token is pushed away even in an image that passes (docs/results/srum_compworld.md,
     the background NLL of drift_probe.json). Under `prompt_global` the background carries only the global
@@ -78,4 +86,7 @@ def centre(weights: torch.Tensor, how: str = "batch", group: int = 1, background
         if background is None or background.shape != weights.shape[:1]:
             raise ValueError("centre prompt_global needs each sample's background level, shape (B,)")
         return (g - background.view(-1, group).mean(1)[:, None, None]).view_as(weights)
-    raise ValueError(f"reward.centre {how!r}: one of none, batch, prompt, prompt_token, prompt_global")
+    if how == "prompt_scale":
+        mean = g.mean(dim=(1, 2), keepdim=True)
+        return torch.where(mean > 0, g / mean.clamp(min=1e-12), torch.zeros_like(g)).view_as(weights)
+    raise ValueError(f"reward.centre {how!r}: one of none, batch, prompt, prompt_token, prompt_global, prompt_scale")

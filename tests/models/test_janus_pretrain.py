@@ -98,6 +98,19 @@ def test_pretrain_is_deterministic_and_resumes_exactly(tmp_path):
     JanusForConditionalGeneration.from_pretrained(tmp_path / "a" / "model", local_files_only=True)
 
 
+def test_cpu_bf16_stage_is_deterministic_and_really_bf16(tmp_path):
+    """cpu_bf16 runs stage 2 under bf16 autocast: the same weights for the same seed, not those of fp32 (its
+    tokenizer stage, in fp32, is the same bytes)."""
+    fp32 = pretrain(tiny(), tmp_path / "fp32", log=lambda *_: None)
+    a = pretrain(tiny(cpu_bf16=True), tmp_path / "a", log=lambda *_: None)
+    b = pretrain(tiny(cpu_bf16=True), tmp_path / "b", log=lambda *_: None)
+    assert torch.equal(a.flat_weights(), b.flat_weights())
+    assert not torch.equal(a.flat_weights(), fp32.flat_weights())
+    vq = lambda m: m.net.model.vqmodel.state_dict()  # noqa: E731
+    assert all(torch.equal(v, vq(fp32)[k]) for k, v in vq(a).items())
+    assert all(p.dtype == torch.float32 for p in a.net.parameters())  # the weights stay fp32
+
+
 def test_understanding_losses_read_the_answer_at_the_question_mark(tiny_janus32_dir):
     """With the description after the answer, the yes/no logits are still read where the question ends, and
     the grounding loss reaches the vision tower."""

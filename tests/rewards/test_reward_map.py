@@ -55,6 +55,16 @@ def test_ablation_switches():
     assert np.isclose(b[0, 0], 1.0) and np.isclose(b[7, 7], 0.5)
 
 
+def test_binarize_threshold_is_a_p_yes_level():
+    # P(yes) 0.6 passes at the default 0.5 and fails at 0.8; so does a region judged at P(yes) 0.7
+    lenient = reward_map(0.2, [((0, 0, 4, 4), 0.4)], (H, W), binarize=True)
+    strict = reward_map(0.2, [((0, 0, 4, 4), 0.4)], (H, W), binarize=True, binarize_at=0.8)
+    assert np.isclose(lenient[7, 7], 0.5) and np.isclose(lenient[0, 0], 1.0)
+    assert np.allclose(strict, 0.0)  # the global score fails: the whole map is 0
+    strict_local = reward_map(0.7, [((0, 0, 4, 4), 0.4)], (H, W), binarize=True, binarize_at=0.8)
+    assert np.isclose(strict_local[0, 0], 0.5) and np.isclose(strict_local[7, 7], 0.5)  # the region is not raised
+
+
 def test_pool_to_tokens_is_area_average_row_major():
     m = np.zeros((1, 32, 32), np.float32)
     m[0, :4, 4:8] = 1.0  # exactly token (row 0, col 1)
@@ -128,6 +138,17 @@ def test_centre_on_the_global_level_keeps_a_regions_raise_a_bonus():
         centre(w, "prompt_global", 2)
     with pytest.raises(ValueError, match="one of none"):
         centre(w, "median", 2)
+
+
+def test_prompt_scale_gives_every_prompt_with_a_success_the_same_total():
+    # binarised: prompt 0 (4 samples) has one judged success, prompt 1 three, prompt 2 none
+    w = torch.tensor([0.5, 0, 0, 0, 0.5, 0.5, 0.5, 0, 0, 0, 0, 0])[:, None].repeat(1, 3)
+    c = centre(w, "prompt_scale", 4)
+    assert torch.allclose(c[:4, 0], torch.tensor([4.0, 0, 0, 0]))  # the rare success: 4 samples' worth
+    assert torch.allclose(c[4:8, 0], torch.tensor([4 / 3] * 3 + [0.0]))
+    assert torch.equal(c[8:], torch.zeros(4, 3))  # nothing judged good: nothing learned, no division by zero
+    assert torch.allclose(c.view(3, 4, 3).sum(dim=(1, 2))[:2], torch.tensor([12.0, 12.0]))  # equal totals
+    assert (c >= 0).all()  # no centring: nothing is pushed away
 
 
 def test_background_level_follows_the_maps_form():
