@@ -75,6 +75,12 @@ ROWS = {
                    "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
     "raft_share_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=prompt_scale",
                           "reward.use_local=false", "learner.lr=1e-4", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
+    # rollouts drawn with the model's own light guidance (CFG 1.5), the update and the evaluation without it: the
+    # judge filters guided samples; `uniform_cfg`, the control, imitates them all (guidance distilled, no judgement)
+    "raft_cfg": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4",
+                 "learner.kl_coef=0.05", "rollout.sampling.cfg_scale=1.5"],
+    "uniform_cfg": ["reward.map=uniform", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05",
+                    "rollout.sampling.cfg_scale=1.5"],
 }
 # the claim and its controls: every seed; the others one seed unless asked
 SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")

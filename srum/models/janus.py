@@ -260,12 +260,15 @@ class JanusUMM:
     def question(self, prompt: str) -> str:
         return self.settings["question"].format(prompt)
 
-    def understanding_inputs(self, images: np.ndarray, questions: list[str]) -> dict[str, torch.Tensor]:
+    def understanding_inputs(self, images: np.ndarray, questions: list[str], tails: list[str] | None = None) -> dict[str, torch.Tensor]:
         """input_ids / attention_mask / pixel_values as the processor makes them (image placeholders expanded
-        to <begin_of_image>, N image tokens, <end_of_image>), left-padded so the answer is read at the end."""
+        to <begin_of_image>, N image tokens, <end_of_image>), left-padded so the answer is read at the end.
+        `tails`: text after the point where the answer is read (pretraining's answers and descriptions)."""
         n = self.net.config.vision_config.num_image_tokens
         one = self.tok.boi_token + self.tok.image_token * n + self.tok.eoi_token
-        texts = [self._chat(q, image=True).replace(self.tok.image_token, one, 1) for q in questions]
+        tails = tails or [""] * len(questions)
+        texts = [(self._chat(q, image=True) + (f" {t}" if t else "")).replace(self.tok.image_token, one, 1)
+                 for q, t in zip(questions, tails)]
         enc = self.tok(texts, padding=True, return_tensors="pt", padding_side="left")
         return {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "pixel_values": self.pixel_values(images)}
 

@@ -68,12 +68,12 @@ class TokenizerStage(Section):
 
 
 class JanusPretrainConfig(Section):
-    """Defaults: the shipped built-in's recipe (configs/pretrain-janus.yaml, which also pins threads: 1)."""
+    """Defaults: the shipped built-in's recipe (configs/pretrain-janus.yaml)."""
     backend: Literal["janus"] = "janus"
     shape: JanusShape = JanusShape()
     seed: int = 0
     tokenizer: TokenizerStage = TokenizerStage()
-    steps: int = Field(2500, ge=1)
+    steps: int = Field(6500, ge=1)
     gen_batch: int = Field(64, ge=1)
     und_batch: int = Field(64, ge=0)
     lr: float = 1e-3
@@ -91,12 +91,12 @@ class JanusPretrainConfig(Section):
     und_token_edits: float = Field(0.15, ge=0, le=1)  # share of renders with a VQ token or two edited
     ema: float = Field(0.995, ge=0, lt=1)
     init_scale: bool = True  # re-initialise the image-token input path at the scale of a text embedding (_scale_init)
-    checkpoint_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
     threads: int = Field(2, ge=1)
     device: str = Field("cpu", pattern=DEVICE)
     # stage 2 on a CPU under bf16 autocast (weights, optimiser and EMA stay fp32): on these AVX-512-BF16 machines
     # the generation loss's forward + backward runs 1.7x and the understanding loss's 1.3x faster (docs/pretraining.md)
-    cpu_bf16: bool = False
+    cpu_bf16: bool = True
     time_budget_min: float = Field(0.0, ge=0)  # stop (and save) after this many minutes of this run; 0 = none
 
 
@@ -255,8 +255,7 @@ def understanding_loss(model, imgs: np.ndarray, texts: list[str], labels: np.nda
     (Returns the grounding loss, or None, last.)"""
     questions = [model.question(t) for t in texts]
     tails = [f"{'yes' if y > 0.5 else 'no'} it shows {describe(img)}" for img, y in zip(imgs, labels)] if describe_coef else None
-    full = [f"{q} {t}" for q, t in zip(questions, tails)] if tails else questions
-    inputs = {k: v.to(model.device) for k, v in model.understanding_inputs(imgs, full).items()}
+    inputs = {k: v.to(model.device) for k, v in model.understanding_inputs(imgs, questions, tails).items()}
     vision = model.net.model.get_image_features(inputs.pop("pixel_values"), return_dict=True)
     logits = model.net(**inputs, mm_encoder_outputs={"image": vision}).logits.float()
     grounded = ground.loss(vision.last_hidden_state, imgs, model.image_size // model.grid) if ground is not None else None

@@ -101,7 +101,7 @@ def test_pretrain_is_deterministic_and_resumes_exactly(tmp_path):
 def test_cpu_bf16_stage_is_deterministic_and_really_bf16(tmp_path):
     """cpu_bf16 runs stage 2 under bf16 autocast: the same weights for the same seed, not those of fp32 (its
     tokenizer stage, in fp32, is the same bytes)."""
-    fp32 = pretrain(tiny(), tmp_path / "fp32", log=lambda *_: None)
+    fp32 = pretrain(tiny(cpu_bf16=False), tmp_path / "fp32", log=lambda *_: None)
     a = pretrain(tiny(cpu_bf16=True), tmp_path / "a", log=lambda *_: None)
     b = pretrain(tiny(cpu_bf16=True), tmp_path / "b", log=lambda *_: None)
     assert torch.equal(a.flat_weights(), b.flat_weights())
@@ -126,3 +126,22 @@ def test_understanding_losses_read_the_answer_at_the_question_mark(tiny_janus32_
     assert plain[3] is None and described[3] > 0 and described[4] > 0
     described[4].backward()
     assert model.net.model.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+
+
+def test_pretraining_trains_the_answer_the_judge_reads(tiny_janus32_dir):
+    """The yes/no loss is made of exactly the logits `answer_logits` reads when judging, with or without the
+    description after the answer."""
+    import torch.nn.functional as F
+
+    from srum.models import load_model
+    from srum.models.janus_pretrain import understanding_loss
+
+    model = load_model(tiny_janus32_dir)
+    imgs, texts, labels = und_batch(tiny(und_batch=6), 1, model)
+    with torch.no_grad():
+        a = model.answer_logits(imgs, [model.question(t) for t in texts])
+        y = torch.as_tensor(labels)
+        pos = y.mean().clamp(0.05, 0.95)
+        want = F.binary_cross_entropy_with_logits(a[:, 0] - a[:, 1], y, weight=torch.where(y > 0.5, 0.5 / pos, 0.5 / (1 - pos)))
+        for coef in (0.0, 0.5):
+            assert torch.allclose(understanding_loss(model, imgs, texts, labels, describe_coef=coef)[0], want, atol=1e-5)
