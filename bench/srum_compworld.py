@@ -64,23 +64,12 @@ ROWS = {
     # filtered self-imitation (RAFT-style): a sample the judge passes weighs 0.5 (1 inside the regions it passes,
     # with the local judge), one it fails 0; no centring, so nothing is pushed away; the calibration's update
     "raft": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4", "learner.kl_coef=0.05"],
-    "raft_strict": ["reward.binarize=true", "reward.binarize_at=0.8", "reward.centre=none", "reward.use_local=false",
-                    "learner.lr=1e-4", "learner.kl_coef=0.05"],
-    "raft_local": ["reward.binarize=true", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05"],
     "raft_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=none", "reward.use_local=false",
                     "learner.lr=1e-4", "learner.kl_coef=0.05"],
     # ... balanced over prompts: 8 samples of each of 8 prompts, each prompt's judged successes sharing one prompt's
     # worth of weight (reward.centre=prompt_scale), so a hard prompt's rare success counts as much as an easy one's many
     "raft_share": ["reward.binarize=true", "reward.centre=prompt_scale", "reward.use_local=false", "learner.lr=1e-4",
                    "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
-    "raft_share_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=prompt_scale",
-                          "reward.use_local=false", "learner.lr=1e-4", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
-    # rollouts drawn with the model's own light guidance (CFG 1.5), the update and the evaluation without it: the
-    # judge filters guided samples; `uniform_cfg`, the control, imitates them all (guidance distilled, no judgement)
-    "raft_cfg": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4",
-                 "learner.kl_coef=0.05", "rollout.sampling.cfg_scale=1.5"],
-    "uniform_cfg": ["reward.map=uniform", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05",
-                    "rollout.sampling.cfg_scale=1.5"],
 }
 # the claim and its controls: every seed; the others one seed unless asked
 SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")

@@ -176,7 +176,7 @@ class RewardConfig(Section):
     # advantage centring of the token weights (not in the paper): none, the batch's mean, or each prompt's mean
     # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` is the default because it measured
     # better: every weight of the paper's map is positive, so most of it weighs the model's own samples alike,
-    # which only adds noise (docs/results/srum_compworld_10min.md: the paper's map uncentred 0.465, centred 0.50)
+    # which only adds noise (docs/results/srum_compworld_2500steps_10min.md: the paper's map uncentred 0.465, centred 0.50)
     # prompt_token: each token against the same position in its prompt's other samples; prompt_global: minus the
     # prompt's mean background weight, so only the global judgement is centred (srum/rewards/reward_map.py, why)
     # prompt_scale: no centring; each prompt's weights divided by their mean, so a hard prompt's rare judged success
