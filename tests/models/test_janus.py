@@ -222,4 +222,3 @@ def test_a_moving_reference_needs_a_copy_not_lora(janus):
     janus.add_lora(rank=2)
     with pytest.raises(ValueError, match="reference_every"):
         Learner(janus, moving.model_copy(update={"train": "lora"}), RewardConfig(), group=2)
-
