@@ -95,6 +95,18 @@ def tokenizer_check(model, n: int = 1000) -> dict | None:
             "pass_rate": round(float(np.mean([passes(b, s) for b, s in zip(back, specs)])), 4)}
 
 
+def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:
+    """How well P(yes) orders passing above failing images, whatever the cut: the ROC AUC, and the balanced accuracy
+    of the best cut chosen on these very images (an upper bound for any threshold, not a figure to quote as the
+    judge's: the judge's verdict is P(yes) > 0.5)."""
+    pos, neg = p_yes[truth], p_yes[~truth]
+    if not len(pos) or not len(neg):
+        return {}
+    auc = float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+    best = max(balanced_accuracy(p_yes > t, truth)["balanced_accuracy"] for t in np.unique(p_yes)[::max(len(p_yes) // 400, 1)])
+    return {"roc_auc": round(auc, 4), "best_cut_balanced_accuracy": best}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="builtin")
@@ -116,6 +128,9 @@ def main() -> None:
     # Which of the world's rules the judge misses: the oracle's reason for each failing image it accepted.
     accepted = collections.Counter(failure(s, found, ok) for s, (ok, found), p in zip(flat, verdicts, p_yes) if not ok and p > 0.5)
     understanding["false_positives_by_failure"] = dict(accepted.most_common())
+    understanding["failures_by_failure"] = dict(collections.Counter(failure(s, found, ok) for s, (ok, found) in zip(flat, verdicts)
+                                                                    if not ok).most_common())
+    understanding |= ranking(p_yes, truth)
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
     stats = model_dir(args.model) / "pretrain_stats.json"
     result = {

@@ -53,6 +53,8 @@ ROWS = {
     "binarized": ["reward.binarize=true"],
     "signed_map": ["reward.map=signed"],
     "centred_batch": ["reward.centre=batch"],
+    # the default at twice the learning rate: is the plateau the step size?
+    "lr_1e-4": ["learner.lr=1e-4"],
     # a diagnostic, not SRUM: the same update with CompWorld's oracle as the (global-only) judge
     "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false"],
     # ... and with its regions: every detected object +1 if the prompt names it, else -1 (perfect local scores)

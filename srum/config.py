@@ -342,6 +342,7 @@ def reference_markdown(cls: type[BaseModel], title: str) -> str:
                 continue
             ann = f.annotation
             typ = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            typ = typ.replace("|", "\\|")  # `float | None` would otherwise split the table's cell
             rows.append(f"| `{prefix}{name}` | {typ} | `{value}` |")
 
     walk(cls(), "")

@@ -89,6 +89,9 @@ class JanusPretrainConfig(Section):
     und_edits: list[Literal[EDITS]] = Field(default_factory=lambda: list(EDITS), min_length=1)
     und_blobs: float = Field(0.0, ge=0, le=1)
     und_token_edits: float = Field(0.15, ge=0, le=1)  # share of renders with a VQ token or two edited
+    und_free_layouts: float = Field(0.0, ge=0, le=1)  # share of related scenes placed freely (examples.und_example)
+    # continue from a trained Janus directory or `builtin` (its tokenizer and model) instead of from nothing
+    init_from: str | None = None
     ema: float = Field(0.995, ge=0, lt=1)
     init_scale: bool = True  # re-initialise the image-token input path at the scale of a text embedding (_scale_init)
     checkpoint_every: int = Field(250, ge=1)
@@ -141,6 +144,21 @@ def train_tokenizer(cfg: JanusPretrainConfig, vq, state: Path, log) -> dict:
     _save_module(state, vq, opt, step, time.time() - t0, {"report": json.dumps(report)})
     log(f"tokenizer: {report}")
     return report
+
+
+def _trained_net(src: Path, model):
+    """The network of a trained Janus directory, refused unless it has this recipe's shape and vocabulary."""
+    from .janus import JanusUMM
+
+    if not (src / "config.json").exists():
+        raise ValueError(f"init_from: {src} is not a Janus directory (no config.json)")
+    net = JanusUMM.load(src).net
+    want = {k: v.shape for k, v in model.net.state_dict().items()}
+    got = {k: v.shape for k, v in net.state_dict().items()}
+    if want != got:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))[:3]
+        raise ValueError(f"init_from: {src} has another shape or vocabulary than this recipe's (first differences: {diff})")
+    return net
 
 
 def _reuse_tokenizer(vq, src: Path, cfg: JanusPretrainConfig, log) -> dict:
@@ -211,7 +229,8 @@ def und_batch(cfg: JanusPretrainConfig, step: int, model) -> tuple[np.ndarray, l
             texts.append(spec.prompt)
             labels.append(None)
             continue
-        img, text, label, _ = und_example(rng, spec, cfg.und_resized, cfg.und_edited, tuple(cfg.und_edits), 0.0, cfg.und_blobs)
+        img, text, label, _ = und_example(rng, spec, cfg.und_resized, cfg.und_edited, tuple(cfg.und_edits), 0.0, cfg.und_blobs,
+                                          cfg.und_free_layouts)
         imgs.append(img), texts.append(text), labels.append(label)
     if edit_rows:
         edited = token_edit(model, np.stack([imgs[i] for i in edit_rows]), rng)
@@ -312,6 +331,7 @@ def pretrain(cfg: JanusPretrainConfig, out: Path, log=print):
     """Both stages, resumable from out/state; writes out/model (the EMA weights), out/log.jsonl and the stats."""
     from transformers.utils import logging as hf_logging
 
+    from . import model_dir
     from .janus import JanusUMM
 
     hf_logging.disable_progress_bar()
@@ -323,10 +343,14 @@ def pretrain(cfg: JanusPretrainConfig, out: Path, log=print):
     torch.manual_seed(cfg.seed)
     init = build_janus(out / "init", cfg.shape, WORDS + DESCRIBE_WORDS, seed=cfg.seed, settings=SETTINGS)
     model = JanusUMM.load(init)
-    if cfg.init_scale:
-        _scale_init(model.net)
     vq = model.net.model.vqmodel
-    report = train_tokenizer(cfg, vq, out / "state" / "tokenizer.safetensors", log)
+    if cfg.init_from:  # a continuation: the trained model's weights, tokenizer included
+        model.net.load_state_dict(_trained_net(model_dir(cfg.init_from), model).state_dict())
+        report = {"continued_from": cfg.init_from}
+    else:
+        if cfg.init_scale:
+            _scale_init(model.net)
+        report = train_tokenizer(cfg, vq, out / "state" / "tokenizer.safetensors", log)
     vq.requires_grad_(False).eval()
     model.to(resolve_device(cfg.device))
 

@@ -6,6 +6,7 @@ meets its prompt is a positive. Every backend's pretraining draws from here.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,9 +27,16 @@ from .spec import COLORS, SHAPES
 
 
 def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 0.0,
-                edits: tuple[str, ...] = EDITS[:3], resize_each: float = 0.0, blobs: float = 0.0) -> tuple[np.ndarray, str, bool, str]:
+                edits: tuple[str, ...] = EDITS[:3], resize_each: float = 0.0, blobs: float = 0.0,
+                free_layouts: float = 0.0) -> tuple[np.ndarray, str, bool, str]:
     """One (image, prompt, label, kind) understanding example from a render of `spec`; `kind` names the
     branch that made it (for diagnostics: bench/judge_probe.py)."""
+    if free_layouts and spec.relations and rng.random() < free_layouts:
+        # a generator's kind of relation mistake: the right objects placed anywhere, so the named relation holds,
+        # fails outright or misses by a pixel (a render keeps it by RENDER_REL_GAP, and a perturbed prompt names
+        # the opposite of what is drawn: neither shows a near miss, and the judge accepted 93 % of its own
+        # generator's relation failures)
+        return _judged(draw(layout(replace(spec, relations=()), rng)), spec, rng, "free layout")
     if edited and rng.random() < edited:  # a generator's kind of mistake: an object too many, wrong, missing or misbound
         objs = layout(edit_scene(spec, rng, edits), rng)
         img = draw(objs)
