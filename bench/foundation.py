@@ -125,11 +125,10 @@ def main() -> None:
     truth = np.array([ok for ok, _ in verdicts])
     p_yes = model.judge_yes_prob(images, [model.question(s.prompt) for s in flat])
     understanding = balanced_accuracy(p_yes > 0.5, truth)
-    # Which of the world's rules the judge misses: the oracle's reason for each failing image it accepted.
-    accepted = collections.Counter(failure(s, found, ok) for s, (ok, found), p in zip(flat, verdicts, p_yes) if not ok and p > 0.5)
-    understanding["false_positives_by_failure"] = dict(accepted.most_common())
-    understanding["failures_by_failure"] = dict(collections.Counter(failure(s, found, ok) for s, (ok, found) in zip(flat, verdicts)
-                                                                    if not ok).most_common())
+    # Which of the world's rules the judge misses: the oracle's reason for each failing image, and for those it accepted.
+    reasons = [(failure(s, found, ok), p > 0.5) for s, (ok, found), p in zip(flat, verdicts, p_yes) if not ok]
+    understanding["false_positives_by_failure"] = dict(collections.Counter(why for why, yes in reasons if yes).most_common())
+    understanding["failures_by_failure"] = dict(collections.Counter(why for why, _ in reasons).most_common())
     understanding |= ranking(p_yes, truth)
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
     stats = model_dir(args.model) / "pretrain_stats.json"

@@ -53,7 +53,7 @@ ROWS = {
     "binarized": ["reward.binarize=true"],
     "signed_map": ["reward.map=signed"],
     "centred_batch": ["reward.centre=batch"],
-    # the default at twice the learning rate: is the plateau the step size?
+    # the default at twice the learning rate: is its gain held back by the step size?
     "lr_1e-4": ["learner.lr=1e-4"],
     # a diagnostic, not SRUM: the same update with CompWorld's oracle as the (global-only) judge
     "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false"],

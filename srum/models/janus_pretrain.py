@@ -148,10 +148,11 @@ def train_tokenizer(cfg: JanusPretrainConfig, vq, state: Path, log) -> dict:
 
 def _trained_net(src: Path, model):
     """The network of a trained Janus directory, refused unless it has this recipe's shape and vocabulary."""
+    from . import backend_of
     from .janus import JanusUMM
 
-    if not (src / "config.json").exists():
-        raise ValueError(f"init_from: {src} is not a Janus directory (no config.json)")
+    if backend_of(src) != "janus":  # backend_of refuses what is no model directory at all, with the reason
+        raise ValueError(f"init_from: {src} is srum's mot model, not a Janus one")
     net = JanusUMM.load(src).net
     want = {k: v.shape for k, v in model.net.state_dict().items()}
     got = {k: v.shape for k, v in net.state_dict().items()}

@@ -158,3 +158,7 @@ def test_pretrain_continues_from_a_trained_model_of_its_shape(tmp_path):
     wider = tiny(init_from=str(tmp_path / "a" / "model"), shape={**TINY["shape"], "hidden": 64, "mlp": 128})
     with pytest.raises(ValueError, match="init_from: .* another shape or vocabulary"):
         pretrain(wider, tmp_path / "c", log=lambda *_: None)
+    from srum.models import ModelDirError
+
+    with pytest.raises(ModelDirError, match="nothing: not a model directory"):  # a wrong path is named
+        pretrain(tiny(init_from=str(tmp_path / "nothing")), tmp_path / "d", log=lambda *_: None)

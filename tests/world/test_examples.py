@@ -22,4 +22,3 @@ def test_free_layouts_place_related_scenes_anywhere_labelled_by_the_rules():
     assert 10 < why.count(None) < 70 and why.count("relation") > 10  # both answers, and relation failures among the noes
     off = und_example(random.Random(0), related[0], free_layouts=0.0)
     assert np.array_equal(off[0], und_example(random.Random(0), related[0])[0])
-
