@@ -1,7 +1,9 @@
 """The figures of a checkpoint (default: the shipped built-in), printed as JSON (and written with --out).
 
 (a) understanding: balanced accuracy of "P(yes) > 0.5" against the oracle, on the model's own
-    generations for the held-out set (300 prompts x K images; K = 8 by default, 2,400 images);
+    generations for the held-out set (300 prompts x K images; K = 8 by default, 2,400 images); and of the
+    judge's fine-grained verdict, SRUM's global and local judgement together: yes to the whole prompt and one
+    of the named objects recognised in every proposed region (srum.rewards.judge.verdict_score > 0);
 (b) generation: CompWorld-Bench per category and overall on those same images, at the model's default
     sampling, and the understanding-generation gap (a) - (b);
 (c) pretraining wall time and peak memory (recorded when the checkpoint was trained), generation
@@ -29,6 +31,9 @@ import torch
 
 from srum.evaluate import balanced_accuracy, bench_score, generate_images
 from srum.models import load_model, model_dir, weights_sha256
+from srum.records import Rollout
+from srum.rewards.judge import SelfJudge, verdict_score
+from srum.rewards.proposals import ComponentProposer
 from srum.world import (
     COLORS,
     check,
@@ -107,6 +112,27 @@ def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:
     return {"roc_auc": round(auc, 4), "best_cut_balanced_accuracy": best}
 
 
+def judged(model, flat, images, truth, verdicts) -> tuple[np.ndarray, dict]:
+    """The judge as SRUM runs it (global question + the model's own reading of each component region): P(yes) of
+    the global question, and the figures of the fine-grained verdict."""
+    judge = SelfJudge(model, ComponentProposer())
+    js = []
+    for i in range(0, len(flat), 64):
+        js += judge.judge([Rollout(str(i + j), s.prompt, s.category, img, None)
+                           for j, (s, img) in enumerate(zip(flat[i : i + 64], images[i : i + 64]))])
+    p_yes = np.array([(j.global_score + 1) / 2 for j in js])
+    score = np.array([verdict_score(j.global_score, j.regions) for j in js])
+    fine = balanced_accuracy(score > 0, truth) | by_failure(flat, verdicts, score > 0) | ranking(score, truth)
+    return p_yes, fine
+
+
+def by_failure(flat, verdicts, accepted: np.ndarray) -> dict:
+    """Which of the world's rules a verdict misses: the oracle's reason for each failing image, and for those it accepted."""
+    reasons = [(failure(s, found, ok), yes) for s, (ok, found), yes in zip(flat, verdicts, accepted) if not ok]
+    return {"false_positives_by_failure": dict(collections.Counter(why for why, yes in reasons if yes).most_common()),
+            "failures_by_failure": dict(collections.Counter(why for why, _ in reasons).most_common())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="builtin")
@@ -123,13 +149,8 @@ def main() -> None:
     generate_s = time.perf_counter() - t0
     verdicts = [check(img, s) for s, img in zip(flat, images)]
     truth = np.array([ok for ok, _ in verdicts])
-    p_yes = model.judge_yes_prob(images, [model.question(s.prompt) for s in flat])
-    understanding = balanced_accuracy(p_yes > 0.5, truth)
-    # Which of the world's rules the judge misses: the oracle's reason for each failing image, and for those it accepted.
-    reasons = [(failure(s, found, ok), p > 0.5) for s, (ok, found), p in zip(flat, verdicts, p_yes) if not ok]
-    understanding["false_positives_by_failure"] = dict(collections.Counter(why for why, yes in reasons if yes).most_common())
-    understanding["failures_by_failure"] = dict(collections.Counter(why for why, _ in reasons).most_common())
-    understanding |= ranking(p_yes, truth)
+    p_yes, fine_grained = judged(model, flat, images, truth, verdicts)
+    understanding = balanced_accuracy(p_yes > 0.5, truth) | by_failure(flat, verdicts, p_yes > 0.5) | ranking(p_yes, truth)
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
     stats = model_dir(args.model) / "pretrain_stats.json"
     result = {
@@ -137,6 +158,7 @@ def main() -> None:
         "model": args.model, "weights_sha256": weights_sha256(args.model)[:12], "seed": args.seed,
         "images": len(flat), "prompts": len(specs), "images_per_prompt": args.images_per_prompt,
         "understanding_on_own_generations": understanding,
+        "fine_grained_verdict_on_own_generations": fine_grained,
         "generation_compworld_bench": generation,
         "gap_understanding_minus_generation": (None if understanding["balanced_accuracy"] is None
                                                else round(understanding["balanced_accuracy"] - generation["overall"], 4)),

@@ -59,6 +59,8 @@ ROWS = {
     "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false"],
     # ... and with its regions: every detected object +1 if the prompt names it, else -1 (perfect local scores)
     "oracle_regions": ["reward.judge.engine=oracle"],
+    # the judge's fine-grained verdict as the map's global score: the lowest of g and every region's score
+    "strict_global": ["reward.strict_global=true"],
     "srum_ray": ["engine=ray", "ray.max_staleness=1"],
     # a bigger batch per update (256 own samples instead of 64): less noise in each step's direction
     "batch_256": ["rollout.prompts_per_step=128"],

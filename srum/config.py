@@ -194,6 +194,9 @@ class RewardConfig(Section):
     detector_threshold: float = Field(0.1, ge=0, le=1)
     match: float = 0.5
     unmatched: Literal["negative", "drop"] = "negative"
+    # the map's global score is the judge's fine-grained verdict, the lowest of the global and every region's score
+    # (an image is as good as its worst part); the regions still raise the map where they are judged well
+    strict_global: bool = False
     judge: JudgeConfig = JudgeConfig()
 
 

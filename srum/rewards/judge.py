@@ -30,20 +30,35 @@ class JudgeOptions:
     binarize_at: float = 0.5  # the P(yes) above which a binarised score is +1
     match: float = 0.5  # a region "shows" a named object when P(yes) >= match
     unmatched: str = "negative"  # negative | drop
+    strict_global: bool = False  # the map's global score is the lowest of g and the region scores (`verdict_score`)
 
     @classmethod
     def of(cls, r) -> "JudgeOptions":
         """The options a RewardConfig names (its map form, which scores count, how regions are matched)."""
-        return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.binarize_at, r.match, r.unmatched)
+        return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.binarize_at, r.match, r.unmatched,
+                   r.strict_global)
 
     def map(self, g: float, regions: list[Region], size: tuple[int, int]) -> np.ndarray:
         """The dense reward map of a global score and judged regions, in this form."""
+        if self.strict_global:
+            g = verdict_score(g, regions)
         return reward_map(g, [(reg.box, reg.score) for reg in regions], size, self.signed, self.use_global, self.use_local,
                           self.binarize, self.uniform, self.binarize_at)
 
-    def background(self, g: float) -> float:
+    def background(self, g: float, regions: list[Region] = ()) -> float:
         """The weight this map gives a token outside every region: the map of the global score alone."""
+        if self.strict_global:
+            g = verdict_score(g, list(regions))
         return float(reward_map(g, [], (1, 1), self.signed, self.use_global, False, self.binarize, self.uniform, self.binarize_at)[0, 0])
+
+
+def verdict_score(g: float, regions: list[Region]) -> float:
+    """The fine-grained verdict as a score: an image is as good as its worst part, the lowest of the global score and
+    every judged region's. It accepts (> 0) when the model says yes to the whole prompt *and* recognises one of the
+    named objects in every proposed region. On the built-in's 2,400 own generations this verdict's balanced accuracy
+    is 0.863 against 0.800 for the global question alone: the regions catch wrong shapes and colours that the
+    whole-image question lets through (docs/results/foundation.md)."""
+    return min([g] + [r.score for r in regions])
 
 
 def object_phrases(prompt: str) -> list[str]:

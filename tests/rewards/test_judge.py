@@ -1,7 +1,7 @@
 import numpy as np
 
 from srum.records import Rollout
-from srum.rewards.judge import JudgeOptions, SelfJudge, object_phrases
+from srum.rewards.judge import JudgeOptions, SelfJudge, object_phrases, verdict_score
 from srum.rewards.proposals import ComponentProposer
 from srum.world import parse, render
 
@@ -59,3 +59,22 @@ def test_global_only_asks_no_region_questions():
     model = ScriptedModel({})
     SelfJudge(model, ComponentProposer(), JudgeOptions(use_local=False)).judge([rollout("a red square")])
     assert model.calls == [1]
+
+
+def test_verdict_is_the_worst_part_and_strict_global_maps_it():
+    """The fine-grained verdict rejects an image the global question accepts when one region shows no named
+    object; with strict_global the map's global factor is that verdict, not the global score."""
+    green = np.array([30, 200, 30])
+    red = np.array([230, 30, 30])
+    shows = lambda img, c: (img == c).all(-1).any()  # noqa: E731
+    # the whole image (red and green) and the red square's region answer yes; the green blob's region no
+    model = ScriptedModel({}, by_image=lambda img, q: 0.1 if shows(img, green) and not shows(img, red) else 0.9)
+    r = rollout("a red square")
+    r.image[25:31, 25:31] = (30, 200, 30)  # a stray green blob the whole-image question misses
+    plain = SelfJudge(model, ComponentProposer()).judge([r])[0]
+    strict = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=True)).judge([r])[0]
+    assert np.isclose(plain.global_score, 0.8) and np.isclose(verdict_score(plain.global_score, plain.regions), -0.8)
+    assert verdict_score(0.8, []) == 0.8  # no region: the global score alone
+    # paper map: regions raised to 0.9 (the red square) or kept at 0.5, times (g + 1) / 2 = 0.9 plain, 0.1 strict
+    assert np.isclose(plain.reward_map.max(), 0.9 * 0.9) and np.isclose(strict.reward_map.max(), 0.9 * 0.1)
+    assert np.isclose(strict.global_score, plain.global_score)  # the judgement keeps what the model said
