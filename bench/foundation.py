@@ -9,6 +9,8 @@
 (c) pretraining wall time and peak memory (recorded when the checkpoint was trained), generation
     and understanding images/s on this machine (median of --runs timings; for an autoregressive model also
     without its KV cache, and the ratio of the two measured in the same run);
+(d) the judge on relations it should read for sure: clean renders of the held-out spatial and complex prompts,
+    asked their prompt and the prompt with its first relation reversed (left <-> right, above <-> below);
 plus the world checks: every render of 1,000 seeded prompts passes; one swapped colour fails; and for a
 model with a VQ tokenizer, the share of 1,000 seeded renders that still pass after encode + decode.
 
@@ -100,6 +102,26 @@ def tokenizer_check(model, n: int = 1000) -> dict | None:
             "pass_rate": round(float(np.mean([passes(b, s) for b, s in zip(back, specs)])), 4)}
 
 
+REVERSED = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
+
+
+def relations_on_renders(model) -> dict:
+    """Per related category: the share of renders the judge says yes to under their prompt, under the prompt with the
+    relation reversed (false on every render: a render keeps its relation by 4 px), and how often the prompt's P(yes)
+    beats the reversed one's (0.5: the judge cannot tell the two apart)."""
+    rng = random.Random(5)
+    out = {}
+    for cat in ("spatial", "complex"):
+        specs = [s for s in heldout_set() if s.category == cat]
+        images = np.stack([render(s, rng) for s in specs])
+        reversed_ = [s.prompt.replace(s.relations[0][1], REVERSED[s.relations[0][1]], 1) for s in specs]
+        p = model.judge_yes_prob(images, [model.question(s.prompt) for s in specs])
+        q = model.judge_yes_prob(images, [model.question(r) for r in reversed_])
+        out[cat] = {"renders": len(specs), "yes_to_prompt": round(float((p > 0.5).mean()), 4),
+                    "yes_to_reversed": round(float((q > 0.5).mean()), 4), "prompt_beats_reversed": round(float((p > q).mean()), 4)}
+    return out
+
+
 def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:
     """How well P(yes) orders passing above failing images, whatever the cut: the ROC AUC, and the balanced accuracy
     of the best cut chosen on these very images (an upper bound for any threshold, not a figure to quote as the
@@ -159,6 +181,7 @@ def main() -> None:
         "images": len(flat), "prompts": len(specs), "images_per_prompt": args.images_per_prompt,
         "understanding_on_own_generations": understanding,
         "fine_grained_verdict_on_own_generations": fine_grained,
+        "relations_on_renders": relations_on_renders(model),
         "generation_compworld_bench": generation,
         "gap_understanding_minus_generation": (None if understanding["balanced_accuracy"] is None
                                                else round(understanding["balanced_accuracy"] - generation["overall"], 4)),
