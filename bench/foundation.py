@@ -36,6 +36,7 @@ from srum.models import load_model, model_dir, weights_sha256
 from srum.records import Rollout
 from srum.rewards.judge import SelfJudge, verdict_score
 from srum.rewards.proposals import ComponentProposer
+from srum.world.spec import OPPOSITE
 from srum.world import (
     COLORS,
     check,
@@ -102,9 +103,6 @@ def tokenizer_check(model, n: int = 1000) -> dict | None:
             "pass_rate": round(float(np.mean([passes(b, s) for b, s in zip(back, specs)])), 4)}
 
 
-REVERSED = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
-
-
 def relations_on_renders(model) -> dict:
     """Per related category: the share of renders the judge says yes to under their prompt, under the prompt with the
     relation reversed (false on every render: a render keeps its relation by 4 px), and how often the prompt's P(yes)
@@ -114,7 +112,7 @@ def relations_on_renders(model) -> dict:
     for cat in ("spatial", "complex"):
         specs = [s for s in heldout_set() if s.category == cat]
         images = np.stack([render(s, rng) for s in specs])
-        reversed_ = [s.prompt.replace(s.relations[0][1], REVERSED[s.relations[0][1]], 1) for s in specs]
+        reversed_ = [s.prompt.replace(s.relations[0][1], OPPOSITE[s.relations[0][1]], 1) for s in specs]
         p = model.judge_yes_prob(images, [model.question(s.prompt) for s in specs])
         q = model.judge_yes_prob(images, [model.question(r) for r in reversed_])
         out[cat] = {"renders": len(specs), "yes_to_prompt": round(float((p > 0.5).mean()), 4),

@@ -90,6 +90,7 @@ class JanusPretrainConfig(Section):
     und_blobs: float = Field(0.0, ge=0, le=1)
     und_token_edits: float = Field(0.15, ge=0, le=1)  # share of renders with a VQ token or two edited
     und_free_layouts: float = Field(0.0, ge=0, le=1)  # share of related scenes placed freely (examples.und_example)
+    und_reversed_relations: float = Field(0.0, ge=0, le=1)  # share of related scenes asked with the relation reversed
     # continue from a trained Janus directory or `builtin` (its tokenizer and model) instead of from nothing
     init_from: str | None = None
     ema: float = Field(0.995, ge=0, lt=1)
@@ -231,7 +232,7 @@ def und_batch(cfg: JanusPretrainConfig, step: int, model) -> tuple[np.ndarray, l
             labels.append(None)
             continue
         img, text, label, _ = und_example(rng, spec, cfg.und_resized, cfg.und_edited, tuple(cfg.und_edits), 0.0, cfg.und_blobs,
-                                          cfg.und_free_layouts)
+                                          cfg.und_free_layouts, cfg.und_reversed_relations)
         imgs.append(img), texts.append(text), labels.append(label)
     if edit_rows:
         edited = token_edit(model, np.stack([imgs[i] for i in edit_rows]), rng)

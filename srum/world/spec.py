@@ -21,6 +21,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("square", "circle", "triangle")
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4}
 RELATIONS = ("to the left of", "to the right of", "above", "below")
+OPPOSITE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
 CATEGORIES = ("single", "color", "shape", "spatial", "numeracy", "complex")
 
 

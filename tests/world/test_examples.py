@@ -4,7 +4,8 @@ import random
 
 import numpy as np
 
-from srum.world import check, failure, passes, training_spec
+from srum.world import check, failure, parse, passes, training_spec
+from srum.world.spec import OPPOSITE
 from srum.world.examples import und_example
 
 
@@ -22,3 +23,17 @@ def test_free_layouts_place_related_scenes_anywhere_labelled_by_the_rules():
     assert 10 < why.count(None) < 70 and why.count("relation") > 10  # both answers, and relation failures among the noes
     off = und_example(random.Random(0), related[0], free_layouts=0.0)
     assert np.array_equal(off[0], und_example(random.Random(0), related[0])[0])
+
+
+def test_reversed_relations_ask_a_render_the_opposite_relation_labelled_by_the_rules():
+    """und_reversed_relations: a related scene's render asked with its first relation reversed; the oracle labels
+    it, and a render keeps its relation by 4 px, so (noise aside) the answer is no; off, nothing changes."""
+    related = [s for s in (training_spec(3, i) for i in range(400)) if s.relations][:60]
+    ex = [und_example(random.Random(i), s, reversed_relations=1.0) for i, s in enumerate(related)]
+    assert {e[3] for e in ex} == {"reversed relation"}
+    for (img, text, label, _), s in zip(ex, related):
+        rel = s.relations[0][1]
+        assert text == s.prompt.replace(rel, OPPOSITE[rel], 1) and label == passes(img, parse(text))
+    assert sum(label for _, _, label, _ in ex) <= 3  # a reversed relation is false on a render
+    unrelated = next(s for s in (training_spec(3, i) for i in range(50)) if not s.relations)
+    assert und_example(random.Random(0), unrelated, reversed_relations=1.0)[3] != "reversed relation"
