@@ -36,7 +36,6 @@ from srum.models import load_model, model_dir, weights_sha256
 from srum.records import Rollout
 from srum.rewards.judge import SelfJudge, verdict_score
 from srum.rewards.proposals import ComponentProposer
-from srum.world.spec import OPPOSITE
 from srum.world import (
     COLORS,
     check,
@@ -47,6 +46,7 @@ from srum.world import (
     render,
     sample_prompt,
 )
+from srum.world.spec import OPPOSITE
 
 
 def world_checks(n: int = 1000) -> dict:
