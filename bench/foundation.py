@@ -46,7 +46,7 @@ from srum.world import (
     render,
     sample_prompt,
 )
-from srum.world.spec import OPPOSITE
+from srum.world.corrupt import reverse_relation
 
 
 def world_checks(n: int = 1000) -> dict:
@@ -112,9 +112,8 @@ def relations_on_renders(model) -> dict:
     for cat in ("spatial", "complex"):
         specs = [s for s in heldout_set() if s.category == cat]
         images = np.stack([render(s, rng) for s in specs])
-        reversed_ = [s.prompt.replace(s.relations[0][1], OPPOSITE[s.relations[0][1]], 1) for s in specs]
         p = model.judge_yes_prob(images, [model.question(s.prompt) for s in specs])
-        q = model.judge_yes_prob(images, [model.question(r) for r in reversed_])
+        q = model.judge_yes_prob(images, [model.question(reverse_relation(s).prompt) for s in specs])
         out[cat] = {"renders": len(specs), "yes_to_prompt": round(float((p > 0.5).mean()), 4),
                     "yes_to_reversed": round(float((q > 0.5).mean()), 4), "prompt_beats_reversed": round(float((p > q).mean()), 4)}
     return out

@@ -38,18 +38,18 @@ class JudgeOptions:
         return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.binarize_at, r.match, r.unmatched,
                    r.strict_global)
 
+    def global_of(self, g: float, regions: list[Region]) -> float:
+        """The global score the map is scaled by: the judge's, or with strict_global its fine-grained verdict."""
+        return verdict_score(g, regions) if self.strict_global else g
+
     def map(self, g: float, regions: list[Region], size: tuple[int, int]) -> np.ndarray:
         """The dense reward map of a global score and judged regions, in this form."""
-        if self.strict_global:
-            g = verdict_score(g, regions)
-        return reward_map(g, [(reg.box, reg.score) for reg in regions], size, self.signed, self.use_global, self.use_local,
+        return reward_map(self.global_of(g, regions), [(reg.box, reg.score) for reg in regions], size, self.signed, self.use_global, self.use_local,
                           self.binarize, self.uniform, self.binarize_at)
 
     def background(self, g: float, regions: list[Region] = ()) -> float:
         """The weight this map gives a token outside every region: the map of the global score alone."""
-        if self.strict_global:
-            g = verdict_score(g, list(regions))
-        return float(reward_map(g, [], (1, 1), self.signed, self.use_global, False, self.binarize, self.uniform, self.binarize_at)[0, 0])
+        return float(reward_map(self.global_of(g, regions), [], (1, 1), self.signed, self.use_global, False, self.binarize, self.uniform, self.binarize_at)[0, 0])
 
 
 def verdict_score(g: float, regions: list[Region]) -> float:
@@ -58,7 +58,7 @@ def verdict_score(g: float, regions: list[Region]) -> float:
     named objects in every proposed region. On the built-in's 2,400 own generations this verdict's balanced accuracy
     is 0.863 against 0.800 for the global question alone: the regions catch wrong shapes and colours that the
     whole-image question lets through (docs/results/foundation.md)."""
-    return min([g] + [r.score for r in regions])
+    return min([g, *(r.score for r in regions)])
 
 
 def object_phrases(prompt: str) -> list[str]:

@@ -20,10 +20,16 @@ from scipy import ndimage
 
 from .prompts import PromptError, Spec, parse, sample_prompt
 from .render import Placed
-from .spec import BOX, CANVAS, COLORS, NUMBERS, RELATIONS, SHAPES, shape_mask
+from .spec import BOX, CANVAS, COLORS, NUMBERS, OPPOSITE, RELATIONS, SHAPES, shape_mask
 
 _NUM_WORD = {v: k for k, v in NUMBERS.items()}
 _COLOR_LIST = list(COLORS)
+
+
+def reverse_relation(spec: Spec) -> Spec:
+    """The prompt with its first relation reversed (left <-> right, above <-> below): false on any render of `spec`."""
+    rel = spec.relations[0][1]
+    return parse(spec.prompt.replace(rel, OPPOSITE[rel], 1))
 
 
 def perturb_prompt(spec: Spec, rng: random.Random) -> Spec:

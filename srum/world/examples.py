@@ -20,10 +20,11 @@ from .corrupt import (
     global_noise,
     perturb_prompt,
     resize,
+    reverse_relation,
 )
 from .oracle import MAP_COLORS, MAP_SHAPES, object_map
 from .render import draw
-from .spec import COLORS, OPPOSITE, SHAPES
+from .spec import COLORS, SHAPES
 
 
 def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 0.0,
@@ -41,8 +42,7 @@ def und_example(rng: random.Random, spec, resized: float = 0.0, edited: float = 
         # the scene's render asked with its relation reversed (left <-> right, above <-> below): the one detail the
         # judge must read the layout for. The shipped judge says yes to a render's reversed prompt as readily as to
         # its own (docs/results/foundation.md); the oracle labels it (a render keeps its relation by 4 px: no)
-        rel = spec.relations[0][1]
-        return _judged(draw(layout(spec, rng)), parse(spec.prompt.replace(rel, OPPOSITE[rel], 1)), rng, "reversed relation")
+        return _judged(draw(layout(spec, rng)), reverse_relation(spec), rng, "reversed relation")
     if edited and rng.random() < edited:  # a generator's kind of mistake: an object too many, wrong, missing or misbound
         objs = layout(edit_scene(spec, rng, edits), rng)
         img = draw(objs)
