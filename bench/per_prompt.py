@@ -47,7 +47,9 @@ def main() -> None:
     base = pass_rates(manifest_of(args.base))
     groups = collections.defaultdict(list)
     for item in args.runs.split(","):
-        name, run = item.split("=", 1)
+        name, sep, run = item.partition("=")
+        if not (name and sep and run):
+            raise SystemExit(f"--runs: {item!r} is not NAME=RUN_DIR")
         rates = pass_rates(manifest_of(Path(run)))
         if rates.keys() != base.keys():
             raise SystemExit(f"{run}: its evaluation's prompts differ from the base's")

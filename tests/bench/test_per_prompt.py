@@ -32,3 +32,11 @@ def test_a_run_of_other_prompts_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["per_prompt", "--base", str(base), "--runs", f"srum={other}"])
     with pytest.raises(SystemExit, match="prompts differ"):
         per_prompt.main()
+
+
+@pytest.mark.parametrize("runs, why", [("srum", "is not NAME=RUN_DIR"), ("srum={missing}", "no manifest.jsonl")])
+def test_a_bad_runs_argument_is_named(tmp_path, monkeypatch, runs, why):
+    base = manifest(tmp_path / "base", {"a": [True]})
+    monkeypatch.setattr(sys, "argv", ["per_prompt", "--base", str(base), "--runs", runs.format(missing=tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match=why):
+        per_prompt.main()
