@@ -83,6 +83,7 @@ class JanusPretrainConfig(Section):
     cond_drop: float = Field(0.1, ge=0, le=1)
     caption_coef: float = 0.5
     describe_coef: float = Field(0.5, ge=0)  # weight of "it shows <what the oracle sees>" after every answer
+    describe_relations: bool = False  # the description also says how the objects stand ("... to the left of ...")
     ground_coef: float = Field(0.0, ge=0)  # weight of the vision tower's per-patch (colour, shape by the rules) loss
     und_resized: float = Field(0.1, ge=0, le=1)
     und_edited: float = Field(0.3, ge=0, le=1)
@@ -262,20 +263,21 @@ def generation_loss(model, imgs: np.ndarray, prompts: list[str], drop: list[bool
 
 
 def understanding_loss(model, imgs: np.ndarray, texts: list[str], labels: np.ndarray, describe_coef: float = 0.0,
-                       ground=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                       ground=None, relations: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(class-balanced yes/no loss, caption loss on true captions, yes/no accuracy, description loss or None).
 
     With `describe_coef`, every question is followed by its answer and "it shows <what the oracle sees>"
     (`oracle.describe`), and the description is learned by next-token prediction: every example, positive or
     negative, then teaches the model to read counts, colours and shapes token by token, where the yes/no answer
-    teaches one bit. Only the answer position is ever read when judging.
+    teaches one bit. Only the answer position is ever read when judging. With `relations`, the description also
+    names how the objects stand ("a red square to the left of a blue circle").
 
     With `ground` (a GroundingHead), the vision tower's output at every patch also learns which object it shows,
     by the world's rules (`examples.token_objects`: colour, and the shape its whole component has): the features
     reach the language model already knowing their objects, where the yes/no bit teaches that slowly.
     (Returns the grounding loss, or None, last.)"""
     questions = [model.question(t) for t in texts]
-    tails = [f"{'yes' if y > 0.5 else 'no'} it shows {describe(img)}" for img, y in zip(imgs, labels)] if describe_coef else None
+    tails = [f"{'yes' if y > 0.5 else 'no'} it shows {describe(img, relations)}" for img, y in zip(imgs, labels)] if describe_coef else None
     inputs = {k: v.to(model.device) for k, v in model.understanding_inputs(imgs, questions, tails).items()}
     vision = model.net.model.get_image_features(inputs.pop("pixel_values"), return_dict=True)
     logits = model.net(**inputs, mm_encoder_outputs={"image": vision}).logits.float()
@@ -374,7 +376,8 @@ def pretrain(cfg: JanusPretrainConfig, out: Path, log=print):
             l_gen = generation_loss(model, *gen_batch(cfg, step))
             loss = l_gen
             if cfg.und_batch:
-                l_yn, l_cap, acc, l_desc, l_ground = understanding_loss(model, *und_batch(cfg, step, model), cfg.describe_coef, ground)
+                l_yn, l_cap, acc, l_desc, l_ground = understanding_loss(model, *und_batch(cfg, step, model), cfg.describe_coef, ground,
+                                                                          cfg.describe_relations)
                 loss = loss + l_yn + cfg.caption_coef * l_cap
                 loss = loss + (cfg.describe_coef * l_desc if l_desc is not None else 0.0) + (cfg.ground_coef * l_ground if ground else 0.0)
         opt.zero_grad(set_to_none=True)

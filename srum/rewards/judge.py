@@ -87,7 +87,10 @@ class SelfJudge:
                     questions.append(self.model.question(phrase))
                     owners.append((i, k, phrase))
         p = self.model.judge_yes_prob(np.stack(images), questions)
-        return [self._assemble(r, boxes[i], [(o, q) for o, q in zip(owners, p) if o[0] == i]) for i, r in enumerate(rollouts)]
+        answers = [[] for _ in rollouts]  # grouped once: each rollout's own (owner, P(yes)) pairs
+        for o, q in zip(owners, p):
+            answers[o[0]].append((o, q))
+        return [self._assemble(r, boxes[i], answers[i]) for i, r in enumerate(rollouts)]
 
     def _assemble(self, r: Rollout, boxes, answers) -> Judgement:
         g = 2 * float(next(q for (_, k, _), q in answers if k == -1)) - 1

@@ -137,15 +137,38 @@ COUNT_WORDS = ["a", "two", "three", "four", "five", "six", "seven", "eight"]  # 
 DESCRIBE_WORDS = ["it", "shows", "nothing", "blob", "blobs", "five", "six", "seven", "eight", "many"]
 
 
-def describe(image: np.ndarray) -> str:
+def describe(image: np.ndarray, relations: bool = False) -> str:
     """What the oracle sees, in the prompts' words, in a fixed order (colour, then shape): "two red squares and a
     blue circle"; an object of no shape by the rules is a "blob"; an empty canvas is "nothing". Training text
-    for a model's understanding (every image gets one, where a yes/no answer gives one bit)."""
-    counts = collections.Counter((d.color, d.shape) for d in detect(image))
+    for a model's understanding (every image gets one, where a yes/no answer gives one bit).
+
+    With `relations`, each group after the first is joined to the one before by how they stand ("a red square
+    to the left of a blue circle", `group_relation`) where every object of one stands that way to every object
+    of the other; by "and" where none does: relations named token by token, where a yes/no answer about a
+    relation gives one bit (which a tiny judge did not learn from, docs/results/foundation.md)."""
+    groups = collections.defaultdict(list)
+    for d in detect(image):
+        groups[(d.color, d.shape)].append(d.centre)
     order = {s: i for i, s in enumerate(("square", "circle", "triangle", "unknown"))}
+    keys = sorted(groups, key=lambda k: (_NAMES.index(k[0]), order[k[1]]))
     parts = []
-    for (c, s), n in sorted(counts.items(), key=lambda kv: (_NAMES.index(kv[0][0]), order[kv[0][1]])):
+    for c, s in keys:
+        n = len(groups[(c, s)])
         noun = "blob" if s == "unknown" else s
         word = COUNT_WORDS[n - 1] if n <= len(COUNT_WORDS) else "many"
         parts.append(f"{word} {c} {noun}{'s' if n > 1 else ''}")
-    return " and ".join(parts) or "nothing"
+    if not parts:
+        return "nothing"
+    text = parts[0]
+    for before, key, part in zip(keys, keys[1:], parts[1:]):
+        joiner = group_relation(groups[before], groups[key]) if relations else None
+        text += f" {joiner or 'and'} {part}"
+    return text
+
+
+def group_relation(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> str | None:
+    """How every centre of `a` stands to every centre of `b` by at least the oracle's margin: one relation, or one
+    of each axis joined by "and" on a diagonal ("above and to the left of"); None where none holds."""
+    held = [r for r in ("above", "below", "to the left of", "to the right of")
+            if all(relation_holds(p, r, q, CHECK_REL_GAP) for p in a for q in b)]
+    return " and ".join(held) or None

@@ -124,6 +124,8 @@ def test_understanding_losses_read_the_answer_at_the_question_mark(tiny_janus32_
     described = understanding_loss(model, imgs, texts, labels, describe_coef=0.5, ground=head)
     assert torch.allclose(plain[0], described[0])  # the same answer logits either way
     assert plain[3] is None and described[3] > 0 and described[4] > 0
+    related = understanding_loss(model, imgs, texts, labels, describe_coef=0.5, relations=True)
+    assert torch.allclose(related[0], described[0]) and not torch.isclose(related[3], described[3])  # longer targets
     described[4].backward()
     assert model.net.model.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
 

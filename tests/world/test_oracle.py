@@ -202,3 +202,21 @@ def test_object_map_reads_every_pixel_by_the_rules():
     assert colour[31, 31] == 0 and shape[31, 31] == 0
     assert (shape > 0).sum() == 100 + 40 + 9
     assert [d.shape for d in detect(img)] == ["square", "unknown"]  # detect is unchanged: fragments dropped
+
+
+def test_describe_names_relations_only_when_asked_and_when_they_hold():
+    from srum.world.oracle import describe
+
+    side_by_side = two_objects(20, 0)  # red right of blue, same row
+    assert describe(side_by_side) == "a red square and a blue square"
+    assert describe(side_by_side, relations=True) == "a red square to the right of a blue square"
+    diagonal = two_objects(0, 20, 0, 20)  # red above-left of blue
+    assert describe(diagonal, relations=True) == "a red square above and to the left of a blue square"
+    img = canvas()
+    img[0:10, 0:10] = COLORS["red"]
+    img[12:22, 1:11] = COLORS["blue"]  # centres 1 px apart in x (under the oracle's 2 px), red above
+    assert describe(img, relations=True) == "a red square above a blue square"
+    # a group relation must hold for every member: the blue square lies between the two red ones
+    img = put(put(two_objects(0, 11), 22, 0, SHAPE_MASKS["square"], "red"), 0, 0, SHAPE_MASKS["square"], "red")
+    assert describe(img, relations=True) == "two red squares and a blue square"
+    assert describe(canvas(), relations=True) == "nothing"
