@@ -10,7 +10,9 @@
     and understanding images/s on this machine (median of --runs timings; for an autoregressive model also
     without its KV cache, and the ratio of the two measured in the same run);
 (d) the judge on relations it should read for sure: clean renders of the held-out spatial and complex prompts,
-    asked their prompt and the prompt with its first relation reversed (left <-> right, above <-> below);
+    asked their prompt and the prompt with its first relation reversed (left <-> right, above <-> below); and, for
+    a janus model, whether its description of each render prefers the true relation to the reversed one
+    (`description_reads_relation`: perception, apart from the yes/no answer);
 plus the world checks: every render of 1,000 seeded prompts passes; one swapped colour fails; and for a
 model with a VQ tokenizer, the share of 1,000 seeded renders that still pass after encode + decode.
 
