@@ -2,8 +2,9 @@
 
 (a) understanding: balanced accuracy of "P(yes) > 0.5" against the oracle, on the model's own
     generations for the held-out set (300 prompts x K images; K = 8 by default, 2,400 images); and of the
-    judge's fine-grained verdict, SRUM's global and local judgement together: yes to the whole prompt and one
-    of the named objects recognised in every proposed region (srum.rewards.judge.verdict_score > 0);
+    judge's fine-grained verdict, SRUM's global and local judgement together: yes to the whole prompt, one
+    of the named objects recognised in every proposed region, and the regions recognised as the prompt's objects
+    standing as it says (srum.rewards.judge.verdict_score > 0);
 (b) generation: CompWorld-Bench per category and overall on those same images, at the model's default
     sampling, and the understanding-generation gap (a) - (b);
 (c) pretraining wall time and peak memory (recorded when the checkpoint was trained), generation
@@ -177,7 +178,7 @@ def judged(model, flat, images, truth, verdicts) -> tuple[np.ndarray, dict]:
         js += judge.judge([Rollout(str(i + j), s.prompt, s.category, img, None)
                            for j, (s, img) in enumerate(zip(flat[i : i + 64], images[i : i + 64]))])
     p_yes = np.array([(j.global_score + 1) / 2 for j in js])
-    score = np.array([verdict_score(j.global_score, j.regions) for j in js])
+    score = np.array([verdict_score(j.global_score, j.regions, j.relation_score) for j in js])
     fine = balanced_accuracy(score > 0, truth) | by_failure(flat, verdicts, score > 0) | ranking(score, truth)
     return p_yes, fine
 

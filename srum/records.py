@@ -31,3 +31,4 @@ class Judgement:
     global_score: float  # in [-1, 1]
     regions: list[Region] = field(default_factory=list)
     reward_map: np.ndarray | None = None  # float32 H x W
+    relation_score: float | None = None  # in [-1, 1]: the prompt's relations read off the recognised regions; None: none read

@@ -3,7 +3,7 @@
     POST /generate {"prompt": str, "n": 1..16 (default 1), "seed": int (default 0)}
          -> {"prompt", "category", "n", "seed", "policy_version", "images": [base64 PNG, 32x32 RGB]}
     POST /judge    {"prompt": str, "image": base64 PNG (32x32 RGB)}
-         -> {"prompt", "policy_version", "global_score", "regions": [{"box", "label", "score"}],
+         -> {"prompt", "policy_version", "global_score", "regions": [{"box", "label", "score"}], "relation_score",
              "reward_map": 32 x 32 floats, "reward_map_range": [lo, hi], "reward_map_png": base64 grey PNG}
     GET  /healthz  -> {"ok": true, "policy_version", "judge_policy_version", "checkpoint"}
 
@@ -150,6 +150,7 @@ def judgement_json(j, signed: bool) -> dict:
     grey = np.round((np.clip(m, lo, hi) - lo) / (hi - lo) * 255).astype(np.uint8)
     return {"global_score": round(float(j.global_score), 4),
             "regions": [{"box": list(r.box), "label": r.label, "score": round(float(r.score), 4)} for r in j.regions],
+            "relation_score": None if j.relation_score is None else round(float(j.relation_score), 4),
             "reward_map": np.round(m, 4).tolist(), "reward_map_range": [lo, hi], "reward_map_png": encode_png(grey, "L")}
 
 

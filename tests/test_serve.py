@@ -104,6 +104,7 @@ def test_generate_judge_and_health(server):
     status, j = request(url, "/judge", {"prompt": "a red square above a blue circle", "image": out["images"][0]})
     assert status == 200, j
     assert -1 <= j["global_score"] <= 1 and j["policy_version"] == out["policy_version"]
+    assert j["relation_score"] is None or -1 <= j["relation_score"] <= 1  # the prompt's relation, where its objects are recognised
     for r in j["regions"]:
         assert len(r["box"]) == 4 and r["label"] in ("a red square", "a blue circle") and -1 <= r["score"] <= 1
     m = np.array(j["reward_map"])

@@ -107,7 +107,8 @@ class Controller:
         self.stopping = threading.Event()
         self.finished = threading.Event()
         self.counts = {"generated": 0, "judged": 0, "consumed": 0, "dropped_stale": 0, "reissued": 0,
-                       "restarts_generator": 0, "restarts_judge": 0, "abandoned_at_stop": 0, "weight_versions": 0}
+                       "restarts_generator": 0, "restarts_judge": 0, "abandoned_at_stop": 0, "cancelled_at_stop": 0,
+                       "weight_versions": 0}
         self.step, self.version, self.result = 0, 0, None
         self.epoch, self.learner_restarts = 0, 0  # learner incarnations: a restarted learner is a new epoch
         self.sync = {"fetch_s": 0.0, "fetch_bytes": 0, "fetches": 0}
@@ -276,7 +277,10 @@ class Controller:
         if self.stopping.is_set():
             if self.learning is not None:
                 self._learned(ray.get(self.learning[0]), self.learning[1])
-            self.counts["abandoned_at_stop"] = len(self.generating) + len(self.judging) + len(self.to_judge) + len(self.to_learn)
+            # generated and not learned from (so generated == consumed + dropped_stale + abandoned_at_stop), apart
+            # from generations still running, which were never generated
+            self.counts["abandoned_at_stop"] = len(self.judging) + len(self.to_judge) + len(self.to_learn)
+            self.counts["cancelled_at_stop"] = len(self.generating)
         self._checkpoint()
         self.metrics_file.close()
         self.ledger_file.close()

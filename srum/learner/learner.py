@@ -54,7 +54,7 @@ class Learner:
         background = None
         if self.reward.centre == "prompt_global":
             opts = JudgeOptions.of(self.reward)
-            background = torch.tensor([opts.background(j.global_score, j.regions) for j in judgements])
+            background = torch.tensor([opts.background(j.global_score, j.regions, j.relation_score) for j in judgements])
         return centre(w, self.reward.centre, self.group, background)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:

@@ -5,7 +5,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-from srum_compworld import ROWS, SEEDED  # noqa: E402  (bench/ is scripts, not a package)
+from srum_compworld import ROWS, SEEDED, table_lock  # noqa: E402  (bench/ is scripts, not a package)
 
 from srum.config import TrainConfig, load_config  # noqa: E402
 
@@ -20,3 +20,19 @@ def test_every_row_is_a_valid_change_of_the_bench_config(name):
 
 def test_the_seeded_rows_exist():
     assert set(SEEDED) <= set(ROWS)
+
+
+def test_two_benches_writing_one_table_take_turns(tmp_path):
+    """Two rows run side by side each read the table after training and write it under this lock, so neither
+    overwrites the other's row (it did: a row run beside another was lost from the table)."""
+    import subprocess
+
+    table = tmp_path / "t.json"
+    try_lock = ("import fcntl, sys; f = open(sys.argv[1], 'w')\n"
+                "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('got')\n"
+                "except BlockingIOError:\n    print('busy')")
+    lock = str(table) + ".lock"
+    with table_lock(table):
+        held = subprocess.run([sys.executable, "-c", try_lock, lock], capture_output=True, text=True).stdout.strip()
+    free = subprocess.run([sys.executable, "-c", try_lock, lock], capture_output=True, text=True).stdout.strip()
+    assert (held, free) == ("busy", "got")

@@ -78,3 +78,33 @@ def test_verdict_is_the_worst_part_and_strict_global_maps_it():
     # paper map: regions raised to 0.9 (the red square) or kept at 0.5, times (g + 1) / 2 = 0.9 plain, 0.1 strict
     assert np.isclose(plain.reward_map.max(), 0.9 * 0.9) and np.isclose(strict.reward_map.max(), 0.9 * 0.1)
     assert np.isclose(strict.global_score, plain.global_score)  # the judgement keeps what the model said
+
+
+def test_relations_are_read_off_the_regions_the_model_recognises():
+    """A model that recognises each object's colour in its crop, asked about a prompt with a relation: the relation
+    reading is positive on the render and negative on the render turned upside down (the same objects, misplaced),
+    and the fine-grained verdict (and a strict_global map) follows it; a prompt outside CompWorld's grammar and
+    `relations=False` read nothing."""
+    red, blue = np.array([230, 30, 30]), np.array([40, 90, 255])
+    shows = lambda img, c: bool((np.abs(img.astype(int) - c).sum(-1) < 60).any())  # noqa: E731
+
+    def answer(img, q):
+        if "above" in q or "below" in q:
+            return 0.9  # the whole-image question: relation-blind, yes either way
+        return 0.9 if shows(img, red if "red" in q else blue) else 0.1
+
+    prompt = "a red square above a blue circle"
+    assert parse(prompt).relations  # the grammar names the relation
+    r = rollout(prompt)
+    flipped = Rollout("f", r.prompt, r.category, np.ascontiguousarray(r.image[::-1]), r.latent)
+    model = ScriptedModel({}, by_image=answer)
+    right, wrong = SelfJudge(model, ComponentProposer()).judge([r, flipped])
+    assert np.isclose(right.relation_score, 0.8) and np.isclose(wrong.relation_score, -0.8)
+    assert verdict_score(right.global_score, right.regions, right.relation_score) > 0
+    assert verdict_score(wrong.global_score, wrong.regions, wrong.relation_score) < 0
+    assert np.isclose(wrong.global_score, 0.8)  # what the model said of the whole image is kept
+    strict = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=True)).judge([flipped])[0]
+    assert strict.reward_map.max() < wrong.reward_map.max()
+    off = SelfJudge(model, ComponentProposer(), JudgeOptions(relations=False)).judge([r])[0]
+    free = Rollout("t", "a cat on the left of a dog", "free", r.image, r.latent, objects=("a red square", "a blue circle"))
+    assert off.relation_score is None and SelfJudge(model, ComponentProposer()).judge([free])[0].relation_score is None
