@@ -197,9 +197,10 @@ class RewardConfig(Section):
     # the map's global score is the judge's fine-grained verdict, the lowest of the global and every region's score
     # (an image is as good as its worst part); the regions still raise the map where they are judged well
     strict_global: bool = False
-    # read a CompWorld prompt's relations off the regions the model recognises as its objects (their centres
-    # compared, as T2I-CompBench scores spatial prompts): part of the fine-grained verdict (strict_global, the
-    # benches), since a tiny model's whole-image answer does not read relations (srum/rewards/relations.py)
+    # read a prompt's relations (CompWorld's, or a free-text "X on the left of Y") off the regions the model recognises
+    # as its objects (their centres compared, as T2I-CompBench scores spatial prompts): part of the fine-grained
+    # verdict (strict_global, the benches), since a tiny model's whole-image answer does not read relations
+    # (srum/rewards/relations.py)
     relations: bool = True
     relation_margin: float = Field(1 / 16, ge=0, lt=1)  # of the image's width: related centres at least this far apart
     judge: JudgeConfig = JudgeConfig()

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..records import Judgement, Region, Rollout
+from ..rollout.phrases import spatial_relation
 from ..rollout.sources import item
-from ..world.corrupt import crop_region
 from ..world import PromptError, parse
+from ..world.corrupt import crop_region
 from .proposals import Proposer
 from .relations import relation_score
 from .reward_map import reward_map
@@ -111,15 +112,16 @@ class SelfJudge:
         return Judgement(r.id, g, regions, self.opts.map(g, regions, r.image.shape[:2], relation), relation)
 
     def _relation(self, r: Rollout, boxes, p_yes) -> float | None:
-        """The relation reading of a prompt in CompWorld's grammar (whose relations are known); None for any other."""
+        """The relation reading of a prompt whose relations are known: CompWorld's grammar, or a free-text prompt of
+        one object, a direction and one object ("a bird on the left of a lamp"); None for any other."""
         if not (self.opts.relations and self.opts.use_local):
             return None
         try:
             spec = parse(r.prompt)
+            objects, relations = [f"a {c} {s}" for c, s in spec.objects], list(spec.relations)
         except PromptError:
-            return None
-        objects = [f"a {c} {s}" for c, s in spec.objects]
-        return relation_score(objects, list(spec.relations), boxes, p_yes, self.opts.match, self.opts.relation_margin * r.image.shape[1])
+            objects, relations = spatial_relation(r.prompt) or ([], [])
+        return relation_score(objects, relations, boxes, p_yes, self.opts.match, self.opts.relation_margin * r.image.shape[1])
 
 
 class TextModeJudge:

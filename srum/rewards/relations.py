@@ -12,6 +12,8 @@ proposals and the detector is the model itself.
           = - that of the best assignment of recognised regions if none holds: the objects are there, misplaced;
           = None if the prompt names no relation or some named object is recognised in no region (the region
             scores already judge a missing object).
+The relations come from CompWorld's grammar or, for a free-text prompt, `rollout.phrases.spatial_relation` (one
+object, a direction, one object); with `reward.proposer: detector:DIR` the regions are a detector's boxes.
 """
 
 from __future__ import annotations

@@ -47,6 +47,10 @@ def singular(word: str) -> str:
 def object_phrases(prompt: str) -> list[str]:
     """The distinct object phrases of a prompt, in order ("a red apple", ...); the whole prompt as one phrase when
     no piece holds a word (a prompt of only relations)."""
+    return _phrases(prompt) or [prompt.strip()]
+
+
+def _phrases(prompt: str) -> list[str]:
     out: list[str] = []
     for piece in _SPLIT.split(prompt.lower()):
         words = re.findall(r"[a-z][a-z'-]*", piece)
@@ -59,4 +63,27 @@ def object_phrases(prompt: str) -> list[str]:
         full = f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
         if full not in out:
             out.append(full)
-    return out or [prompt.strip()]
+    return out
+
+
+# A free-text prompt's spatial relation in CompWorld's four words (T2I-CompBench's spatial prompts say "on the left
+# of", "on the top of", "on the bottom of"); a relation without a direction ("next to", "near") names none.
+DIRECTIONS = {"to the left of": "to the left of", "on the left of": "to the left of", "left of": "to the left of",
+              "to the right of": "to the right of", "on the right of": "to the right of", "right of": "to the right of",
+              "above": "above", "over": "above", "on top of": "above", "on the top of": "above",
+              "below": "below", "under": "below", "underneath": "below", "beneath": "below", "on the bottom of": "below"}
+_DIRECTION = re.compile(r"\b(" + "|".join(re.escape(s) for s in sorted(DIRECTIONS, key=lambda s: -len(s))) + r")\b")
+
+
+def spatial_relation(prompt: str) -> tuple[list[str], list[tuple[int, str, int]]] | None:
+    """"a bird on the left of a lamp" -> (["a bird", "a lamp"], [(0, "to the left of", 1)]): a prompt of one object, a
+    direction and one object, as `object_phrases` names them; None for any other prompt (no direction, two of them,
+    or a side that is not one object)."""
+    found = _DIRECTION.findall(prompt.lower())
+    if len(found) != 1:
+        return None
+    left, right = _DIRECTION.split(prompt.lower(), maxsplit=1)[::2]
+    sides = [_phrases(left), _phrases(right)]
+    if any(len(side) != 1 for side in sides):
+        return None
+    return [sides[0][0], sides[1][0]], [(0, DIRECTIONS[found[0]], 1)]

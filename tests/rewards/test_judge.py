@@ -106,5 +106,12 @@ def test_relations_are_read_off_the_regions_the_model_recognises():
     strict = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=True)).judge([flipped])[0]
     assert strict.reward_map.max() < wrong.reward_map.max()
     off = SelfJudge(model, ComponentProposer(), JudgeOptions(relations=False)).judge([r])[0]
-    free = Rollout("t", "a cat on the left of a dog", "free", r.image, r.latent, objects=("a red square", "a blue circle"))
-    assert off.relation_score is None and SelfJudge(model, ComponentProposer()).judge([free])[0].relation_score is None
+    assert off.relation_score is None
+    # a free-text prompt of one object, a direction and one object is read the same way (T2I-CompBench's wording)
+    free = [Rollout(i, "A red box on the top of a blue ball.", "free", im, r.latent) for i, im in (("t", r.image), ("u", flipped.image))]
+    up, down = SelfJudge(model, ComponentProposer()).judge(free)
+    assert np.isclose(up.relation_score, 0.8) and np.isclose(down.relation_score, -0.8)
+    # ... and one whose objects the judge was told by name, or with no direction, is not
+    named = Rollout("n", free[0].prompt, "free", r.image, r.latent, objects=("a red thing", "a blue thing"))
+    near = Rollout("x", "a red box next to a blue ball", "free", r.image, r.latent)
+    assert [j.relation_score for j in SelfJudge(model, ComponentProposer()).judge([named, near])] == [None, None]

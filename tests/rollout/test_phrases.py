@@ -3,7 +3,7 @@ tests): each prompt and the object phrases the local judge should look for."""
 
 import pytest
 
-from srum.rollout.phrases import object_phrases, singular
+from srum.rollout.phrases import object_phrases, singular, spatial_relation
 
 EXPECTED = [
     ('a red apple and a green leaf', ['a red apple', 'a green leaf']),
@@ -80,3 +80,17 @@ def test_singular_and_edge_cases():
         ["cup", "glass", "berry", "box", "person", "bus", "grass"]
     assert object_phrases("on the left of") == ["on the left of"]  # nothing to keep: the prompt itself
     assert object_phrases("The Red Apple") == ["a red apple"]
+
+
+@pytest.mark.parametrize("prompt, read", [
+    ("a bird on the left of a lamp", (["a bird", "a lamp"], [(0, "to the left of", 1)])),
+    ("A red car on the top of a wooden table.", (["a red car", "a wooden table"], [(0, "above", 1)])),
+    ("a dog on the bottom of a bench", (["a dog", "a bench"], [(0, "below", 1)])),
+    ("two cats to the right of a sofa", (["a cat", "a sofa"], [(0, "to the right of", 1)])),
+    ("a man next to a cow", None),  # no direction
+    ("a cat above a dog and a bird", None),  # a side of two objects
+    ("a bird on the left of a lamp on the top of a table", None),  # two directions
+    ("above a table", None),  # a side of no object
+])
+def test_spatial_relation_of_a_free_text_prompt(prompt, read):
+    assert spatial_relation(prompt) == read
