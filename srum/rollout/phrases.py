@@ -15,7 +15,7 @@ import re
 SEPARATORS = sorted([
     "and", "with", "next to", "near", "beside", "behind", "in front of", "on top of", "on the top of", "under",
     "underneath", "below", "above", "over", "on the left of", "on the right of", "to the left of", "to the right of",
-    "on the side of", "at the side of", "on", "in", "inside", "by", "against", "between", "among", "around", "beneath",
+    "on the side of", "at the side of", "on the bottom of", "left of", "right of", "on", "in", "inside", "by", "against", "between", "among", "around", "beneath",
     "holding", "wearing", "carrying", "riding", "eating", "playing with", "sitting on", "standing on", "looking at",
     "lying on", "hanging on", "leaning on", "while",
 ], key=lambda s: -len(s))
