@@ -15,9 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..records import Judgement, Region, Rollout
-from ..rollout.phrases import spatial_relation
-from ..rollout.sources import item
-from ..world import PromptError, parse
+from ..rollout.sources import PromptItem, item
 from ..world.corrupt import crop_region
 from .proposals import Proposer
 from .relations import relation_score
@@ -81,16 +79,17 @@ class SelfJudge:
 
     def judge(self, rollouts: list[Rollout]) -> list[Judgement]:
         images, questions, owners = [], [], []  # owner: (rollout index, region index or -1, phrase)
-        boxes = []
-        for i, r in enumerate(rollouts):
+        boxes, items = [], [item(r.prompt) for r in rollouts]  # each prompt read once: its objects and relations
+        for i, (r, it) in enumerate(zip(rollouts, items)):
             images.append(r.image)
             questions.append(self.model.question(r.prompt))
             owners.append((i, -1, None))
-            bs = self.proposer(r.image, tuple(r.objects or object_phrases(r.prompt))) if self.opts.use_local else []
+            phrases = r.objects or it.objects
+            bs = self.proposer(r.image, tuple(phrases)) if self.opts.use_local else []
             boxes.append(bs)
             for k, box in enumerate(bs):
                 crop = crop_region(r.image, box)
-                for phrase in (r.objects or object_phrases(r.prompt)):
+                for phrase in phrases:
                     images.append(crop)
                     questions.append(self.model.question(phrase))
                     owners.append((i, k, phrase))
@@ -98,9 +97,9 @@ class SelfJudge:
         answers = [[] for _ in rollouts]  # grouped once: each rollout's own (owner, P(yes)) pairs
         for o, q in zip(owners, p):
             answers[o[0]].append((o, q))
-        return [self._assemble(r, boxes[i], answers[i]) for i, r in enumerate(rollouts)]
+        return [self._assemble(r, it, boxes[i], answers[i]) for i, (r, it) in enumerate(zip(rollouts, items))]
 
-    def _assemble(self, r: Rollout, boxes, answers) -> Judgement:
+    def _assemble(self, r: Rollout, it: PromptItem, boxes, answers) -> Judgement:
         g = 2 * float(next(q for (_, k, _), q in answers if k == -1)) - 1
         regions = []
         for k, box in enumerate(boxes):
@@ -108,20 +107,12 @@ class SelfJudge:
             if best < self.opts.match and self.opts.unmatched == "drop":
                 continue
             regions.append(Region(tuple(int(v) for v in box), phrase, 2 * float(best) - 1))
-        relation = self._relation(r, boxes, {(k, ph): float(q) for (_, k, ph), q in answers if k >= 0})
+        relation = None  # where the prompt's objects stand: CompWorld's relations, or a free-text "X left of Y"
+        if self.opts.relations and self.opts.use_local:
+            p_yes = {(k, ph): float(q) for (_, k, ph), q in answers if k >= 0}
+            relation = relation_score(list(it.named), list(it.relations), boxes, p_yes, self.opts.match,
+                                      self.opts.relation_margin * r.image.shape[1])
         return Judgement(r.id, g, regions, self.opts.map(g, regions, r.image.shape[:2], relation), relation)
-
-    def _relation(self, r: Rollout, boxes, p_yes) -> float | None:
-        """The relation reading of a prompt whose relations are known: CompWorld's grammar, or a free-text prompt of
-        one object, a direction and one object ("a bird on the left of a lamp"); None for any other."""
-        if not (self.opts.relations and self.opts.use_local):
-            return None
-        try:
-            spec = parse(r.prompt)
-            objects, relations = [f"a {c} {s}" for c, s in spec.objects], list(spec.relations)
-        except PromptError:
-            objects, relations = spatial_relation(r.prompt) or ([], [])
-        return relation_score(objects, relations, boxes, p_yes, self.opts.match, self.opts.relation_margin * r.image.shape[1])
 
 
 class TextModeJudge:

@@ -21,8 +21,7 @@ from __future__ import annotations
 import itertools
 
 from ..world.render import relation_holds
-
-Box = tuple[int, int, int, int]
+from .proposals import Box
 
 
 def centre(box: Box) -> tuple[float, float]:

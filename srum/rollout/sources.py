@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..io import InputError, read_jsonl
 from ..world import PromptError, Spec, parse, training_spec
-from .phrases import object_phrases
+from .phrases import object_phrases, spatial_relation
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class PromptItem:
     category: str
     objects: tuple[str, ...]  # what the local judge checks, one phrase per distinct object
     spec: Spec | None = None  # the CompWorld scene, when the prompt is in its grammar: the oracle applies
+    # where the prompt says its objects stand (what the judge reads off its regions, rewards/relations.py): each named
+    # object's phrase by index, and (i, relation, j) over those indices; empty when it says nothing the judge can read
+    named: tuple[str, ...] = ()
+    relations: tuple[tuple[int, str, int], ...] = ()
 
 
 def item(prompt: str, category: str | None = None, objects: list[str] | None = None) -> PromptItem:
@@ -36,8 +40,10 @@ def item(prompt: str, category: str | None = None, objects: list[str] | None = N
         spec = None
     if spec is not None:
         phrases = sorted({f"a {c} {s}" for c, s in spec.objects})
-        return PromptItem(spec.prompt, category or spec.category, tuple(objects or phrases), spec)
-    return PromptItem(prompt.strip(), category or "free", tuple(objects or object_phrases(prompt)))
+        return PromptItem(spec.prompt, category or spec.category, tuple(objects or phrases), spec,
+                          tuple(f"a {c} {s}" for c, s in spec.objects), spec.relations)
+    named, relations = spatial_relation(prompt) or ([], [])
+    return PromptItem(prompt.strip(), category or "free", tuple(objects or object_phrases(prompt)), None, tuple(named), tuple(relations))
 
 
 def from_spec(spec: Spec) -> PromptItem:
