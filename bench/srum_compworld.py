@@ -42,47 +42,63 @@ from srum.world import CATEGORIES, heldout_set
 
 from _previous import previous  # bench/ is on sys.path when a script in it runs
 
+# Rows measured before 2026-12-05, when the default was the paper's global factor in pairs, keep that configuration by
+# name, so each row still says what it ran (their run directories were relabelled with the rows: docs/results/
+# srum_compworld.md, "How it was run").
+PAIRS = ["rollout.prompts_per_step=32", "rollout.samples_per_prompt=2"]  # 64 own samples a step as 32 prompts x 2
+PAPER = ["reward.strict_global=false", *PAIRS]  # the map scaled by the judge's whole-image answer (the paper's form)
+
 ROWS = {
+    # the default: the paper's map on the token grid, scaled by the judge's fine-grained verdict (global answer,
+    # regions, relations read off the regions), centred per prompt over groups of 4 samples
     "srum": [],
-    "uniform": ["reward.map=uniform", "reward.centre=none"],
-    "shuffled": ["reward.shuffle=true"],
-    "paper_map": ["reward.centre=none"],
-    "paper_map_lr1e-4": ["reward.centre=none", "learner.lr=1e-4"],
-    "uniform_lr1e-4": ["reward.map=uniform", "reward.centre=none", "learner.lr=1e-4"],
-    "global_only": ["reward.use_local=false"],
-    "local_only": ["reward.use_global=false"],
-    "lambda_0": ["learner.kl_coef=0"],
-    "binarized": ["reward.binarize=true"],
-    "signed_map": ["reward.map=signed"],
-    "centred_batch": ["reward.centre=batch"],
-    # the default at twice the learning rate: is its gain held back by the step size?
-    "lr_1e-4": ["learner.lr=1e-4"],
-    # a diagnostic, not SRUM: the same update with CompWorld's oracle as the (global-only) judge
-    "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false"],
-    # ... and with its regions: every detected object +1 if the prompt names it, else -1 (perfect local scores)
-    "oracle_regions": ["reward.judge.engine=oracle"],
-    # the judge's fine-grained verdict as the map's global score: the lowest of g and every region's score (measured
-    # before the judge read relations off its regions, so with them off) ...
-    "strict_global": ["reward.strict_global=true", "reward.relations=false"],
-    # ... and with the relation reading too (the verdict at 0.927 balanced accuracy, docs/results/foundation.md)
-    "strict_global_relations": ["reward.strict_global=true", "reward.relations=true"],
+    # the controls: the same update on the model's own samples with every weight 1 (self-imitation alone) ...
+    "uniform": ["reward.map=uniform", "reward.centre=none", *PAPER],
+    # ... and the default's weights, each given to another sample of its step (the same weights, no information)
+    "shuffled": ["reward.shuffle=true", *PAPER],
+    # the paper's form: the map's global factor is the judge's whole-image answer (the default until 2026-12-05)
+    "global_answer": PAPER,
+    "global_answer_ray": ["engine=ray", "ray.max_staleness=1", *PAPER],
+    # the default's judgement in pairs (32 prompts x 2) and in groups of 8 (8 prompts x 8)
+    "pairs": PAIRS,
+    "group_8": ["rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
+    # the fine-grained verdict without the relation reading (in pairs)
+    "strict_global": ["reward.relations=false", *PAIRS],
     "srum_ray": ["engine=ray", "ray.max_staleness=1"],
+    # the default at 2x and 4x the learning rate: with groups of 4 (less noise in each step's direction), is the gain
+    # held back by the step size?
+    "srum_lr1e-4": ["learner.lr=1e-4"],
+    "srum_lr2e-4": ["learner.lr=2e-4"],
+    # every knob of the paper's form, one at a time (measured on it, in pairs)
+    "paper_map": ["reward.centre=none", *PAPER],
+    "paper_map_lr1e-4": ["reward.centre=none", "learner.lr=1e-4", *PAPER],
+    "uniform_lr1e-4": ["reward.map=uniform", "reward.centre=none", "learner.lr=1e-4", *PAPER],
+    "global_only": ["reward.use_local=false", *PAPER],
+    "local_only": ["reward.use_global=false", *PAPER],
+    "lambda_0": ["learner.kl_coef=0", *PAPER],
+    "binarized": ["reward.binarize=true", *PAPER],
+    "signed_map": ["reward.map=signed", *PAPER],
+    "centred_batch": ["reward.centre=batch", *PAPER],
+    "lr_1e-4": ["learner.lr=1e-4", *PAPER],  # is the gain held back by the step size?
     # a bigger batch per update (256 own samples instead of 64): less noise in each step's direction
-    "batch_256": ["rollout.prompts_per_step=128"],
-    "batch_256_x4": ["rollout.prompts_per_step=64", "rollout.samples_per_prompt=4"],
+    "batch_256": ["rollout.prompts_per_step=128", "reward.strict_global=false", "rollout.samples_per_prompt=2"],
+    "batch_256_x4": ["rollout.prompts_per_step=64", "rollout.samples_per_prompt=4", "reward.strict_global=false"],
+    # diagnostics, not SRUM: the same update with CompWorld's oracle as the (global-only) judge ...
+    "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false", *PAPER],
+    # ... and with its regions: every detected object +1 if the prompt names it, else -1 (perfect local scores)
+    "oracle_regions": ["reward.judge.engine=oracle", *PAPER],
     # filtered self-imitation (RAFT-style): a sample the judge passes weighs 0.5 (1 inside the regions it passes,
     # with the local judge), one it fails 0; no centring, so nothing is pushed away; the calibration's update
-    "raft": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4", "learner.kl_coef=0.05"],
-    # ... filtered by the judge's fine-grained verdict (global, regions and relations): a sample it passes weighs 0.5
-    # (1 inside the regions it passes), one it fails 0
-    "raft_fine": ["reward.binarize=true", "reward.centre=none", "reward.strict_global=true", "reward.relations=true",
-                  "learner.lr=1e-4", "learner.kl_coef=0.05"],
+    "raft": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4", "learner.kl_coef=0.05",
+             *PAPER],
+    # ... filtered by the judge's fine-grained verdict (global, regions and relations)
+    "raft_fine": ["reward.binarize=true", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05", *PAIRS],
     "raft_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=none", "reward.use_local=false",
-                    "learner.lr=1e-4", "learner.kl_coef=0.05"],
+                    "learner.lr=1e-4", "learner.kl_coef=0.05", *PAPER],
     # ... balanced over prompts: 8 samples of each of 8 prompts, each prompt's judged successes sharing one prompt's
     # worth of weight (reward.centre=prompt_scale), so a hard prompt's rare success counts as much as an easy one's many
     "raft_share": ["reward.binarize=true", "reward.centre=prompt_scale", "reward.use_local=false", "learner.lr=1e-4",
-                   "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
+                   "reward.strict_global=false", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
 }
 # the claim and its controls: every seed; the others one seed unless asked
 SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")

@@ -32,7 +32,7 @@ class JudgeOptions:
     binarize_at: float = 0.5  # the P(yes) above which a binarised score is +1
     match: float = 0.5  # a region "shows" a named object when P(yes) >= match
     unmatched: str = "negative"  # negative | drop
-    strict_global: bool = False  # the map's global score is the lowest of g, the region and relation scores (`verdict_score`)
+    strict_global: bool = True  # the map's global score is the lowest of g, the region and relation scores (`verdict_score`)
     relations: bool = True  # read the prompt's relations off the recognised regions (`relations.py`)
     relation_margin: float = 1 / 16  # of the image's width: how far apart related centres must be (CompWorld: 2 of 32 px)
 

@@ -35,7 +35,7 @@ def test_object_phrases():
 
 def test_global_and_local_scores_in_one_batched_call():
     model = ScriptedModel({"a red square and a blue circle": 0.9, "a red square": 0.8, "a blue circle": 0.2})
-    judge = SelfJudge(model, ComponentProposer())
+    judge = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=False))  # the paper's map: times (g + 1) / 2
     out = judge.judge([rollout("a red square and a blue circle"), rollout("a red square and a blue circle", 1)])
     assert model.calls == [2 + 2 * 2 * 2]  # 2 global + 2 images x 2 regions x 2 phrases, in one forward
     j = out[0]
@@ -63,7 +63,7 @@ def test_global_only_asks_no_region_questions():
 
 def test_verdict_is_the_worst_part_and_strict_global_maps_it():
     """The fine-grained verdict rejects an image the global question accepts when one region shows no named
-    object; with strict_global the map's global factor is that verdict, not the global score."""
+    object; with strict_global (the default) the map's global factor is that verdict, not the global score."""
     green = np.array([30, 200, 30])
     red = np.array([230, 30, 30])
     shows = lambda img, c: (img == c).all(-1).any()  # noqa: E731
@@ -71,8 +71,8 @@ def test_verdict_is_the_worst_part_and_strict_global_maps_it():
     model = ScriptedModel({}, by_image=lambda img, q: 0.1 if shows(img, green) and not shows(img, red) else 0.9)
     r = rollout("a red square")
     r.image[25:31, 25:31] = (30, 200, 30)  # a stray green blob the whole-image question misses
-    plain = SelfJudge(model, ComponentProposer()).judge([r])[0]
-    strict = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=True)).judge([r])[0]
+    plain = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=False)).judge([r])[0]  # the paper's form
+    strict = SelfJudge(model, ComponentProposer()).judge([r])[0]  # the default
     assert np.isclose(plain.global_score, 0.8) and np.isclose(verdict_score(plain.global_score, plain.regions), -0.8)
     assert verdict_score(0.8, []) == 0.8  # no region: the global score alone
     # paper map: regions raised to 0.9 (the red square) or kept at 0.5, times (g + 1) / 2 = 0.9 plain, 0.1 strict
@@ -98,12 +98,12 @@ def test_relations_are_read_off_the_regions_the_model_recognises():
     r = rollout(prompt)
     flipped = Rollout("f", r.prompt, r.category, np.ascontiguousarray(r.image[::-1]), r.latent)
     model = ScriptedModel({}, by_image=answer)
-    right, wrong = SelfJudge(model, ComponentProposer()).judge([r, flipped])
+    right, wrong = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=False)).judge([r, flipped])
     assert np.isclose(right.relation_score, 0.8) and np.isclose(wrong.relation_score, -0.8)
     assert verdict_score(right.global_score, right.regions, right.relation_score) > 0
     assert verdict_score(wrong.global_score, wrong.regions, wrong.relation_score) < 0
     assert np.isclose(wrong.global_score, 0.8)  # what the model said of the whole image is kept
-    strict = SelfJudge(model, ComponentProposer(), JudgeOptions(strict_global=True)).judge([flipped])[0]
+    strict = SelfJudge(model, ComponentProposer()).judge([flipped])[0]  # the default: the verdict scales the map
     assert strict.reward_map.max() < wrong.reward_map.max()
     off = SelfJudge(model, ComponentProposer(), JudgeOptions(relations=False)).judge([r])[0]
     assert off.relation_score is None
