@@ -69,6 +69,10 @@ ROWS = {
     # held back by the step size?
     "srum_lr1e-4": ["learner.lr=1e-4"],
     "srum_lr2e-4": ["learner.lr=2e-4"],
+    # ... at half the KL anchor (lambda 0.05): is the pace held by the anchor? and twice the samples a step (32 prompts x 4,
+    # 128 samples): less noise in each direction, half the updates
+    "srum_kl0.05": ["learner.kl_coef=0.05"],
+    "srum_batch_128": ["rollout.prompts_per_step=32"],
     # every knob of the paper's form, one at a time (measured on it, in pairs)
     "paper_map": ["reward.centre=none", *PAPER],
     "paper_map_lr1e-4": ["reward.centre=none", "learner.lr=1e-4", *PAPER],
