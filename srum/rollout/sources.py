@@ -39,9 +39,9 @@ def item(prompt: str, category: str | None = None, objects: list[str] | None = N
     except PromptError:
         spec = None
     if spec is not None:
-        phrases = sorted({f"a {c} {s}" for c, s in spec.objects})
-        return PromptItem(spec.prompt, category or spec.category, tuple(objects or phrases), spec,
-                          tuple(f"a {c} {s}" for c, s in spec.objects), spec.relations)
+        named = tuple(f"a {c} {s}" for c, s in spec.objects)  # by index, as the relations name them
+        return PromptItem(spec.prompt, category or spec.category, tuple(objects or sorted(set(named))), spec, named,
+                          spec.relations)
     named, relations = spatial_relation(prompt) or ([], [])
     return PromptItem(prompt.strip(), category or "free", tuple(objects or object_phrases(prompt)), None, tuple(named), tuple(relations))
 
