@@ -42,18 +42,28 @@ from srum.world import CATEGORIES, heldout_set
 
 from _previous import previous  # bench/ is on sys.path when a script in it runs
 
-# Rows measured before 2026-12-05, when the default was the paper's global factor in pairs, keep that configuration by
-# name, so each row still says what it ran (their run directories were relabelled with the rows: docs/results/
-# srum_compworld.md, "How it was run").
-PAIRS = ["rollout.prompts_per_step=32", "rollout.samples_per_prompt=2"]  # 64 own samples a step as 32 prompts x 2
+# Rows keep the configuration they ran, by name, when the default changes (their run directories were relabelled with
+# the rows: docs/results/srum_compworld.md, "How it was run"). Until 2026-12-05 evening lambda was 0.1 (LAMBDA_01);
+# before 2026-12-05 the map's global factor was the paper's whole-image answer, in pairs (PAPER, PAIRS).
+LAMBDA_01 = ["learner.kl_coef=0.1"]
+PAIRS = ["rollout.prompts_per_step=32", "rollout.samples_per_prompt=2", *LAMBDA_01]  # 64 own samples a step as 32 x 2
 PAPER = ["reward.strict_global=false", *PAIRS]  # the map scaled by the judge's whole-image answer (the paper's form)
+
+
+def on(base: list[str], *sets: str) -> list[str]:
+    """`base` with `sets` in place of its own settings of the same keys: a row never sets one key twice."""
+    keys = {x.split("=", 1)[0] for x in sets}
+    return [x for x in base if x.split("=", 1)[0] not in keys] + list(sets)
+
 
 ROWS = {
     # the default: the paper's map on the token grid, scaled by the judge's fine-grained verdict (global answer,
-    # regions, relations read off the regions), centred per prompt over groups of 4 samples
+    # regions, relations read off the regions), centred per prompt over groups of 4 samples; lambda 0.05
     "srum": [],
     # the controls: the same update on the model's own samples with every weight 1 (self-imitation alone) ...
     "uniform": ["reward.map=uniform", "reward.centre=none", *PAPER],
+    # ... measured at lambda 0.1 in pairs (above) and at the default's lambda 0.05 in groups of 4
+    "uniform_lambda_0.05": ["reward.map=uniform", "reward.centre=none"],
     # ... and the default's weights, each given to another sample of its step (the same weights, no information)
     "shuffled": ["reward.shuffle=true", *PAPER],
     # the paper's form: the map's global factor is the judge's whole-image answer (the default until 2026-12-05)
@@ -61,51 +71,60 @@ ROWS = {
     "global_answer_ray": ["engine=ray", "ray.max_staleness=1", *PAPER],
     # the default's judgement in pairs (32 prompts x 2) and in groups of 8 (8 prompts x 8)
     "pairs": PAIRS,
-    "group_8": ["rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
+    "group_8": ["rollout.prompts_per_step=8", "rollout.samples_per_prompt=8", *LAMBDA_01],
     # the fine-grained verdict without the relation reading (in pairs)
     "strict_global": ["reward.relations=false", *PAIRS],
     "srum_ray": ["engine=ray", "ray.max_staleness=1"],
-    # the default at 2x and 4x the learning rate: with groups of 4 (less noise in each step's direction), is the gain
-    # held back by the step size?
-    "srum_lr1e-4": ["learner.lr=1e-4"],
-    "srum_lr2e-4": ["learner.lr=2e-4"],
-    # ... at half the KL anchor (lambda 0.05): is the pace held by the anchor? and twice the samples a step (32 prompts x 4,
-    # 128 samples): less noise in each direction, half the updates
-    "srum_kl0.05": ["learner.kl_coef=0.05"],
-    "srum_batch_128": ["rollout.prompts_per_step=32"],
+    # the default of 2026-12-05 morning (lambda 0.1), and with the Ray engine
+    "lambda_0.1": LAMBDA_01,
+    "lambda_0.1_ray": ["engine=ray", "ray.max_staleness=1", *LAMBDA_01],
+    # ... at 2x and 4x the learning rate: with groups of 4 (less noise in each step's direction), is the gain held back
+    # by the step size?
+    "lambda_0.1_lr1e-4": ["learner.lr=1e-4", *LAMBDA_01],
+    "lambda_0.1_lr2e-4": ["learner.lr=2e-4", *LAMBDA_01],
+    # ... twice the samples a step (32 prompts x 4, 128 samples): less noise in each direction, half the updates
+    "lambda_0.1_batch_128": ["rollout.prompts_per_step=32", *LAMBDA_01],
+    # ... more updates from the same judged samples: each batch learned twice (a second optimiser step on the same
+    # samples and maps), or half the batch a step (8 prompts x 4)
+    "lambda_0.1_updates_2": ["learner.updates_per_batch=2", *LAMBDA_01],
+    "lambda_0.1_batch_32": ["rollout.prompts_per_step=8", *LAMBDA_01],
+    # ... the reference moved to the policy every 50 updates (rounds of SRUM)
+    "lambda_0.1_reference_50": ["learner.reference_every=50", *LAMBDA_01],
+    # the anchor looser still: lambda 0.02
+    "srum_kl0.02": ["learner.kl_coef=0.02"],
     # every knob of the paper's form, one at a time (measured on it, in pairs)
     "paper_map": ["reward.centre=none", *PAPER],
     "paper_map_lr1e-4": ["reward.centre=none", "learner.lr=1e-4", *PAPER],
     "uniform_lr1e-4": ["reward.map=uniform", "reward.centre=none", "learner.lr=1e-4", *PAPER],
     "global_only": ["reward.use_local=false", *PAPER],
     "local_only": ["reward.use_global=false", *PAPER],
-    "lambda_0": ["learner.kl_coef=0", *PAPER],
+    "lambda_0": on(PAPER, "learner.kl_coef=0"),
     "binarized": ["reward.binarize=true", *PAPER],
     "signed_map": ["reward.map=signed", *PAPER],
     "centred_batch": ["reward.centre=batch", *PAPER],
     "lr_1e-4": ["learner.lr=1e-4", *PAPER],  # is the gain held back by the step size?
     # a bigger batch per update (256 own samples instead of 64): less noise in each step's direction
-    "batch_256": ["rollout.prompts_per_step=128", "reward.strict_global=false", "rollout.samples_per_prompt=2"],
-    "batch_256_x4": ["rollout.prompts_per_step=64", "rollout.samples_per_prompt=4", "reward.strict_global=false"],
+    "batch_256": on(PAPER, "rollout.prompts_per_step=128"),
+    "batch_256_x4": on(PAPER, "rollout.prompts_per_step=64", "rollout.samples_per_prompt=4"),
     # diagnostics, not SRUM: the same update with CompWorld's oracle as the (global-only) judge ...
     "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false", *PAPER],
     # ... and with its regions: every detected object +1 if the prompt names it, else -1 (perfect local scores)
     "oracle_regions": ["reward.judge.engine=oracle", *PAPER],
     # filtered self-imitation (RAFT-style): a sample the judge passes weighs 0.5 (1 inside the regions it passes,
     # with the local judge), one it fails 0; no centring, so nothing is pushed away; the calibration's update
-    "raft": ["reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4", "learner.kl_coef=0.05",
-             *PAPER],
+    "raft": on(PAPER, "reward.binarize=true", "reward.centre=none", "reward.use_local=false", "learner.lr=1e-4",
+               "learner.kl_coef=0.05"),
     # ... filtered by the judge's fine-grained verdict (global, regions and relations)
-    "raft_fine": ["reward.binarize=true", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05", *PAIRS],
-    "raft_oracle": ["reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=none", "reward.use_local=false",
-                    "learner.lr=1e-4", "learner.kl_coef=0.05", *PAPER],
+    "raft_fine": on(PAIRS, "reward.binarize=true", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05"),
+    "raft_oracle": on(PAPER, "reward.judge.engine=oracle", "reward.binarize=true", "reward.centre=none",
+                      "reward.use_local=false", "learner.lr=1e-4", "learner.kl_coef=0.05"),
     # ... balanced over prompts: 8 samples of each of 8 prompts, each prompt's judged successes sharing one prompt's
     # worth of weight (reward.centre=prompt_scale), so a hard prompt's rare success counts as much as an easy one's many
-    "raft_share": ["reward.binarize=true", "reward.centre=prompt_scale", "reward.use_local=false", "learner.lr=1e-4",
-                   "reward.strict_global=false", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"],
+    "raft_share": on(PAPER, "reward.binarize=true", "reward.centre=prompt_scale", "reward.use_local=false",
+                     "learner.lr=1e-4", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8"),
 }
 # the claim and its controls: every seed; the others one seed unless asked
-SEEDED = ("srum", "uniform", "paper_map_lr1e-4", "uniform_lr1e-4")
+SEEDED = ("srum", "uniform", "uniform_lambda_0.05", "paper_map_lr1e-4", "uniform_lr1e-4")
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 

@@ -29,7 +29,7 @@ def test_prepare_accepts_the_same_run_with_other_steps(tmp_path):
 def test_prepare_refuses_another_identity(tmp_path):
     run, _cfg = make_run(tmp_path)
     other = load_config(TrainConfig, None, ["learner.kl_coef=0.5"])
-    with pytest.raises(InputError, match="learner.kl_coef: the run was started with 0.1, this command says 0.5"):
+    with pytest.raises(InputError, match="learner.kl_coef: the run was started with 0.05, this command says 0.5"):
         prepare(run, other)
 
 

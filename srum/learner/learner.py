@@ -58,15 +58,26 @@ class Learner:
         return centre(w, self.reward.centre, self.group, background)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
-        """One update. shard = (rank, world): a data-parallel learner computes its equal share of the batch,
-        then averages gradients (and the logged losses) over the process group: every rank takes the same
-        step, the one a single learner would take on the whole batch."""
+        """One batch learned: `updates_per_batch` optimiser steps on it (the first on-policy, the rest reusing the
+        judged samples, which cost far more to make than to learn from), one new version. shard = (rank, world): a
+        data-parallel learner computes its equal share of the batch, then averages gradients (and the logged losses)
+        over the process group: every rank takes the same step, the one a single learner would take on the whole batch."""
         rollouts, judgements = zip(*batch)
         latents = torch.from_numpy(np.stack([r.latent for r in rollouts]))
         w = self.token_weights(list(judgements))  # centring needs the whole batch
         rank, world = shard
         rows = slice(rank * len(batch) // world, (rank + 1) * len(batch) // world)
-        losses = self.policy.srum_loss(latents, [r.prompt for r in rollouts], w, self.reference, self.cfg.kl_coef, generator, rows,
+        passes = [self.update(latents, [r.prompt for r in rollouts], w, generator, rows, world)
+                  for _ in range(self.cfg.updates_per_batch)]
+        self.version += 1
+        self.policy.policy_version = self.version
+        if self.cfg.reference_every and self.version % self.cfg.reference_every == 0:
+            self.reference_net().load_state_dict(self.policy.net.state_dict())  # a new round starts here
+        return {k: float(np.mean([p[k] for p in passes])) for k in passes[0]} | {"weight_mean": float(w.mean())}
+
+    def update(self, latents, prompts, w, generator, rows, world) -> dict[str, float]:
+        """One optimiser step of the weighted loss + lambda * KL on the batch's rows."""
+        losses = self.policy.srum_loss(latents, prompts, w, self.reference, self.cfg.kl_coef, generator, rows,
                                        push_margin=self.cfg.push_margin)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -74,11 +85,7 @@ class Learner:
             losses = average_over_ranks(self.params, losses, world)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
-        self.version += 1
-        self.policy.policy_version = self.version
-        if self.cfg.reference_every and self.version % self.cfg.reference_every == 0:
-            self.reference_net().load_state_dict(self.policy.net.state_dict())  # a new round starts here
-        return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "weight_mean": float(w.mean())}
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm)}
 
     def reference_net(self) -> torch.nn.Module:
         return getattr(self.reference, "net", self.reference)  # janus keeps a model object, mot a bare network

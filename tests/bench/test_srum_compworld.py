@@ -18,6 +18,14 @@ def test_every_row_is_a_valid_change_of_the_bench_config(name):
     assert (cfg == base) == (name == "srum"), f"{name} must change the configuration (and only srum may not)"
 
 
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_no_row_sets_a_key_twice(name):
+    # which of two settings of one key wins would depend on their order: lambda_0 pinned to the old default behind
+    # it ("learner.kl_coef=0", ..., "learner.kl_coef=0.1") would silently run lambda 0.1
+    keys = [s.split("=", 1)[0] for s in ROWS[name]]
+    assert len(keys) == len(set(keys)), f"{name}: {ROWS[name]}"
+
+
 def test_the_seeded_rows_exist():
     assert set(SEEDED) <= set(ROWS)
 

@@ -4,7 +4,7 @@ import pytest
 from srum.config import LearnerConfig, RewardConfig
 from srum.learner.learner import Learner
 from srum.models import load_model
-from srum.records import Judgement
+from srum.records import Judgement, Rollout
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,24 @@ def test_shuffle_control_keeps_the_weights_but_not_their_samples(policy):
 def test_per_prompt_centring_refuses_one_sample_per_prompt(policy):
     with pytest.raises(ValueError, match="needs several samples per prompt"):
         Learner(policy, LearnerConfig(), RewardConfig(centre="prompt"), group=1)
+
+
+def test_updates_per_batch_is_that_many_optimiser_steps_on_one_batch():
+    """Two updates on one batch move the weights as two single-update steps on that batch would, and publish one
+    version (the rollout workers and the staleness bound count batches)."""
+    import torch
+
+    twice, once = load_model("builtin"), load_model("builtin")
+    tokens = np.random.default_rng(0).integers(0, 64, size=(4, twice.token_grid ** 2)).astype(np.int64)
+    batch = [(Rollout(str(i), "a red circle", "single", np.zeros((32, 32, 3), np.uint8), tokens[i]), j)
+             for i, j in enumerate(judgements([0.2, 0.9, 0.5, 0.7]))]
+    start = twice.flatten_parameters().clone()
+    a = Learner(twice, LearnerConfig(updates_per_batch=2), RewardConfig(centre="none"))
+    b = Learner(once, LearnerConfig(), RewardConfig(centre="none"))
+    m = a.step(batch, torch.Generator().manual_seed(0))
+    for _ in range(2):
+        b.step(batch, torch.Generator().manual_seed(0))
+    assert (a.version, b.version) == (1, 2)
+    assert set(m) >= {"total", "kl_term", "grad_norm", "weight_mean"}
+    assert torch.equal(a.weights_buffer, b.weights_buffer)
+    assert not torch.equal(a.weights_buffer, start)
