@@ -67,8 +67,8 @@ class Learner:
         w = self.token_weights(list(judgements))  # centring needs the whole batch
         rank, world = shard
         rows = slice(rank * len(batch) // world, (rank + 1) * len(batch) // world)
-        passes = [self.update(latents, [r.prompt for r in rollouts], w, generator, rows, world)
-                  for _ in range(self.cfg.updates_per_batch)]
+        prompts = [r.prompt for r in rollouts]
+        passes = [self.update(latents, prompts, w, generator, rows, world) for _ in range(self.cfg.updates_per_batch)]
         self.version += 1
         self.policy.policy_version = self.version
         if self.cfg.reference_every and self.version % self.cfg.reference_every == 0:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from srum.config import LearnerConfig, RewardConfig
 from srum.learner.learner import Learner
@@ -46,8 +47,6 @@ def test_per_prompt_centring_refuses_one_sample_per_prompt(policy):
 def test_updates_per_batch_is_that_many_optimiser_steps_on_one_batch():
     """Two updates on one batch move the weights as two single-update steps on that batch would, and publish one
     version (the rollout workers and the staleness bound count batches)."""
-    import torch
-
     twice, once = load_model("builtin"), load_model("builtin")
     tokens = np.random.default_rng(0).integers(0, 64, size=(4, twice.token_grid ** 2)).astype(np.int64)
     batch = [(Rollout(str(i), "a red circle", "single", np.zeros((32, 32, 3), np.uint8), tokens[i]), j)
