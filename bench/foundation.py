@@ -1,21 +1,6 @@
-"""The figures of a checkpoint (default: the shipped built-in), printed as JSON (and written with --out).
-
-(a) understanding: balanced accuracy of "P(yes) > 0.5" against the oracle, on the model's own
-    generations for the held-out set (300 prompts x K images; K = 8 by default, 2,400 images); and of the
-    judge's fine-grained verdict, SRUM's global and local judgement together: yes to the whole prompt, one
-    of the named objects recognised in every proposed region, and the regions recognised as the prompt's objects
-    standing as it says (srum.rewards.judge.verdict_score > 0);
-(b) generation: CompWorld-Bench per category and overall on those same images, at the model's default
-    sampling, and the understanding-generation gap (a) - (b);
-(c) pretraining wall time and peak memory (recorded when the checkpoint was trained), generation
-    and understanding images/s on this machine (median of --runs timings; for an autoregressive model also
-    without its KV cache, and the ratio of the two measured in the same run);
-(d) the judge on relations it should read for sure: clean renders of the held-out spatial and complex prompts,
-    asked their prompt and the prompt with its first relation reversed (left <-> right, above <-> below); and, for
-    a janus model, whether its description of each render prefers the true relation to the reversed one
-    (`description_reads_relation`: perception, apart from the yes/no answer);
-plus the world checks: every render of 1,000 seeded prompts passes; one swapped colour fails; and for a
-model with a VQ tokenizer, the share of 1,000 seeded renders that still pass after encode + decode.
+"""The figures of a checkpoint (default: the built-in), printed as JSON (and written with --out): its judge against
+the oracle on its own generations of the held-out set (yes/no and the fine-grained verdict), CompWorld-Bench on them,
+speeds, pretraining cost, the judge on clean renders with their relation reversed, the world and tokenizer checks.
 
     python bench/foundation.py [--model builtin|DIR] [--images-per-prompt 8] [--runs 3] [--seed 0] [--out F.json]
 """
@@ -40,19 +25,12 @@ from srum.models import load_model, model_dir, weights_sha256
 from srum.records import Rollout
 from srum.rewards.judge import SelfJudge, verdict_score
 from srum.rewards.proposals import ComponentProposer
-from srum.world import (
-    COLORS,
-    check,
-    failure,
-    heldout_set,
-    parse,
-    passes,
-    render,
-    sample_prompt,
-)
+from srum.world import COLORS, check, failure, heldout_set, parse, passes, render, sample_prompt
 from srum.world.corrupt import reverse_relation
 from srum.world.oracle import describe
 from srum.world.spec import OPPOSITE
+
+from common import timed
 
 
 def world_checks(n: int = 1000) -> dict:
@@ -69,8 +47,8 @@ def world_checks(n: int = 1000) -> dict:
 
 
 def throughput(model, runs: int) -> dict:
-    """Images/s at batch 64 (median of `runs`); for an autoregressive model also without the KV cache, with the
-    ratio taken within each run (the machine is noisy: a ratio of medians from different minutes is not)."""
+    """Images/s at batch 64 (median of `runs`); for an autoregressive model also without the KV cache, the ratio
+    taken within each run (on a noisy machine a ratio of medians is not)."""
     prompts = [s.prompt for s in heldout_set()[:64]]
     cached = hasattr(model, "encode")  # the janus backend: image tokens, a KV cache
     gen, nocache, ratio, und = [], [], [], []
@@ -79,14 +57,10 @@ def throughput(model, runs: int) -> dict:
         imgs, _ = model.sample(prompts, r)
         gen.append(len(prompts) / (time.perf_counter() - t))
         if cached:
-            t = time.perf_counter()
-            model.sample(prompts, r, kv_cache=False)
-            nocache.append(len(prompts) / (time.perf_counter() - t))
+            nocache.append(len(prompts) / timed(lambda: model.sample(prompts, r, kv_cache=False)))
             ratio.append(gen[-1] / nocache[-1])
         batch = np.repeat(imgs, 4, axis=0)
-        t = time.perf_counter()
-        model.judge_yes_prob(batch, [model.question(p) for p in prompts for _ in range(4)])
-        und.append(len(batch) / (time.perf_counter() - t))
+        und.append(len(batch) / timed(lambda: model.judge_yes_prob(batch, [model.question(p) for p in prompts for _ in range(4)])))
     out = {"generation_images_per_s": round(statistics.median(gen), 2),
            "generation_setting": f"batch 64, {model.default_sampling}",
            "understanding_images_per_s": round(statistics.median(und), 1),
@@ -105,14 +79,13 @@ def tokenizer_check(model, n: int = 1000) -> dict | None:
     specs = [sample_prompt(rng) for _ in range(n)]
     images = np.stack([render(s, rng) for s in specs])
     back = np.concatenate([model.decode(model.encode(images[i : i + 100])) for i in range(0, n, 100)])
-    return {"renders": n, "passing_after_round_trip": int(sum(passes(b, s) for b, s in zip(back, specs))),
-            "pass_rate": round(float(np.mean([passes(b, s) for b, s in zip(back, specs)])), 4)}
+    ok = [passes(b, s) for b, s in zip(back, specs)]
+    return {"renders": n, "passing_after_round_trip": int(sum(ok)), "pass_rate": round(float(np.mean(ok)), 4)}
 
 
 def relations_on_renders(model) -> dict:
-    """Per related category: the share of renders the judge says yes to under their prompt, under the prompt with the
-    relation reversed (false on every render: a render keeps its relation by 4 px), and how often the prompt's P(yes)
-    beats the reversed one's (0.5: the judge cannot tell the two apart); and `description_reads_relation`."""
+    """Per related category: the share of renders the judge says yes to under their prompt and under it reversed
+    (false on every render), how often the prompt's P(yes) beats the reversed one's; `description_reads_relation`."""
     rng = random.Random(5)
     out = {}
     for cat in ("spatial", "complex"):
@@ -128,10 +101,8 @@ def relations_on_renders(model) -> dict:
 
 
 def description_reads_relation(model, specs, images) -> float:
-    """Whether the model perceives relations at all, apart from whether its yes/no answer uses them: the share of
-    renders whose description with relations (`oracle.describe(..., relations=True)`, after "yes it shows") the
-    model finds likelier than the same description with every relation reversed (equal lengths: left <-> right,
-    above <-> below). 0.5: blind. Only a model trained on such descriptions (`describe_relations`) has reason to."""
+    """Perception apart from the yes/no answer: the share of renders whose description with relations (after "yes
+    it shows") the model finds likelier than the same with every relation reversed. 0.5: blind."""
     flip = re.compile("|".join(OPPOSITE))
     true = [f"yes it shows {describe(img, relations=True)}" for img in images]
     false = [flip.sub(lambda m: OPPOSITE[m.group()], t) for t in true]
@@ -158,9 +129,8 @@ def tail_logprob(model, images: np.ndarray, questions: list[str], tails: list[st
 
 
 def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:
-    """How well P(yes) orders passing above failing images, whatever the cut: the ROC AUC, and the balanced accuracy
-    of the best cut chosen on these very images (an upper bound for any threshold, not a figure to quote as the
-    judge's: the judge's verdict is P(yes) > 0.5)."""
+    """How well P(yes) orders passing above failing images: the ROC AUC, and the balanced accuracy of the best cut
+    chosen on these very images (an upper bound, not the judge's figure: its verdict is P(yes) > 0.5)."""
     pos, neg = p_yes[truth], p_yes[~truth]
     if not len(pos) or not len(neg):
         return {}
@@ -170,8 +140,7 @@ def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def judged(model, flat, images, truth, verdicts) -> tuple[np.ndarray, dict]:
-    """The judge as SRUM runs it (global question + the model's own reading of each component region): P(yes) of
-    the global question, and the figures of the fine-grained verdict."""
+    """The judge as SRUM runs it: P(yes) of the global question, and the figures of the fine-grained verdict."""
     judge = SelfJudge(model, ComponentProposer())
     js = []
     for i in range(0, len(flat), 64):
@@ -210,22 +179,15 @@ def main() -> None:
     understanding = balanced_accuracy(p_yes > 0.5, truth) | by_failure(flat, verdicts, p_yes > 0.5) | ranking(p_yes, truth)
     generation = bench_score([{"prompt": s.prompt, "category": s.category, "passed": t} for s, t in zip(flat, truth)])
     stats = model_dir(args.model) / "pretrain_stats.json"
-    result = {
-        "command": "python bench/foundation.py " + " ".join(sys.argv[1:]),
-        "model": args.model, "weights_sha256": weights_sha256(args.model)[:12], "seed": args.seed,
-        "images": len(flat), "prompts": len(specs), "images_per_prompt": args.images_per_prompt,
-        "understanding_on_own_generations": understanding,
-        "fine_grained_verdict_on_own_generations": fine_grained,
-        "relations_on_renders": relations_on_renders(model),
-        "generation_compworld_bench": generation,
-        "gap_understanding_minus_generation": (None if understanding["balanced_accuracy"] is None
-                                               else round(understanding["balanced_accuracy"] - generation["overall"], 4)),
-        "pretraining": json.loads(stats.read_text()) if stats.exists() else None,
-        "generate_seconds": round(generate_s, 1),
-        "speed_2_cores": throughput(model, args.runs),
-        "tokenizer": tokenizer_check(model),
-        "world": world_checks(),
-    }
+    acc = understanding["balanced_accuracy"]
+    result = {"command": "python bench/foundation.py " + " ".join(sys.argv[1:]), "model": args.model,
+              "weights_sha256": weights_sha256(args.model)[:12], "seed": args.seed, "images": len(flat), "prompts": len(specs),
+              "images_per_prompt": args.images_per_prompt, "understanding_on_own_generations": understanding,
+              "fine_grained_verdict_on_own_generations": fine_grained, "relations_on_renders": relations_on_renders(model),
+              "generation_compworld_bench": generation,
+              "gap_understanding_minus_generation": None if acc is None else round(acc - generation["overall"], 4),
+              "pretraining": json.loads(stats.read_text()) if stats.exists() else None, "generate_seconds": round(generate_s, 1),
+              "speed_2_cores": throughput(model, args.runs), "tokenizer": tokenizer_check(model), "world": world_checks()}
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,12 +1,9 @@
-"""Issue 17, the speed of the Janus backend on one device (the CPU or a CUDA GPU, bf16 autocast there): the
-built-in's generation (KV cache against none, the ratio taken in each run), its judge, a stage-2 pretraining step
-and a SRUM learner step; then the same backend code on a random model of Janus-Pro-1B's shapes (384 x 384 images,
-576 image tokens, a 24-layer 2048-wide language model), built in memory from a config: what a user who points
-srum at a real Janus-Pro-1B directory would get from it. Prints JSON (medians of --runs), and writes --out.
+"""Issue 17, the Janus backend's speed on one device (CPU, or CUDA with bf16 autocast): the built-in's generation
+(KV cache against none, the ratio per run), judge, stage-2 pretraining step and SRUM learner step; then a random model
+of Janus-Pro-1B's shapes (384 px, 576 image tokens, 24 x 2048 language model) built in memory (`--pro tiny`: a small
+stand-in of that layout; `none`: skipped). Prints JSON (medians of --runs) and writes --out.
 
     python bench/janus_speed.py --device cuda [--runs 3] [--pro 1b|tiny|none] [--out docs/results/janus_gpu.json]
-
-`--pro tiny` builds a small stand-in of the same layout (a smoke test on a CPU); `--pro none` skips it.
 """
 
 from __future__ import annotations
@@ -24,13 +21,17 @@ import torch
 
 from srum.config import LearnerConfig, RewardConfig
 from srum.learner.learner import Learner
-from srum.models import load_model, weights_sha256
-from srum.models.janus import DEFAULTS, JanusUMM
-from srum.models.janus_build import JanusShape, janus_config, processor_for, word_tokenizer
-from srum.models.janus_pretrain import JanusPretrainConfig, gen_batch, generation_loss, und_batch, understanding_loss
-from srum.models.sampling import SampleOptions
+from srum.models import SampleOptions, load_model, weights_sha256
+from srum.models.janus import JanusUMM
+from srum.models.janus.build import JanusShape, janus_config, processor_for, word_tokenizer
+from srum.models.janus.directory import DEFAULTS
+from srum.pretrain import JanusPretrainConfig
+from srum.pretrain.losses import gen_batch, generation_loss, und_batch, understanding_loss
 from srum.records import Judgement
+from srum.rollout.draw import draw_rollouts
 from srum.world import heldout_set
+
+from common import timed
 
 PRO_1B = JanusShape(image_size=384, patch_size=16, hidden=2048, layers=24, heads=16, mlp=5632, vision_hidden=1024,
                     vision_layers=24, vision_heads=16, codebook=16384, code_dim=8, vq_channels=128,
@@ -38,19 +39,6 @@ PRO_1B = JanusShape(image_size=384, patch_size=16, hidden=2048, layers=24, heads
 PRO_TINY = JanusShape(image_size=64, patch_size=16, hidden=64, layers=2, heads=2, mlp=128, vision_hidden=32,
                       vision_layers=1, vision_heads=2, codebook=64, vq_multipliers=[1, 1, 2, 2, 4], vq_latent=32)
 PRO_VOCAB = 102_400  # Janus-Pro's text vocabulary: the understanding head's width
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device) -> float:
-    sync(device)
-    t = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t
 
 
 def generation(model: JanusUMM, prompts: list[str], runs: int, opts: SampleOptions | None = None, without_cache: bool = True) -> dict:
@@ -64,33 +52,29 @@ def generation(model: JanusUMM, prompts: list[str], runs: int, opts: SampleOptio
             plain.append(len(prompts) / timed(lambda: model.sample(prompts, r, opts, kv_cache=False), d))
             ratio.append(cached[-1] / plain[-1])
     out = {"batch": len(prompts), "images_per_s": round(statistics.median(cached), 2), "per_run": [round(x, 2) for x in cached]}
-    if without_cache:
-        out |= {"images_per_s_without_kv_cache": round(statistics.median(plain), 2),
-                "kv_cache_speedup_per_run": [round(x, 2) for x in ratio], "kv_cache_speedup_median": round(statistics.median(ratio), 2)}
-    return out
+    return out | ({"images_per_s_without_kv_cache": round(statistics.median(plain), 2), "kv_cache_speedup_per_run": [round(x, 2) for x in ratio],
+                   "kv_cache_speedup_median": round(statistics.median(ratio), 2)} if without_cache else {})
 
 
 def judging(model: JanusUMM, images: np.ndarray, prompts: list[str], runs: int, batch: int) -> dict:
     q = [model.question(p) for p in prompts]
-    d = model.device
-    model.judge_yes_prob(images[:batch], q[:batch], batch)
-    rates = [len(q) / timed(lambda: model.judge_yes_prob(images, q, batch), d) for _ in range(runs)]
+    model.judge_yes_prob(images[:batch], q[:batch], batch)  # warm-up
+    rates = [len(q) / timed(lambda: model.judge_yes_prob(images, q, batch), model.device) for _ in range(runs)]
     return {"images": len(q), "batch": batch, "images_per_s": round(statistics.median(rates), 1)}
 
 
 def learner_step(model: JanusUMM, prompts: list[str], runs: int, train: str = "generation") -> dict:
     """Seconds of one SRUM update (teacher-forced policy + reference forward, weighted NLL + KL, AdamW) on
     len(prompts) of the model's own samples with a paper-form map."""
-    rollouts = model.generate(prompts, n=1, seed=0)
+    rollouts = draw_rollouts(model, prompts, 1, 0)
     size = rollouts[0].image.shape[0]
     js = [Judgement(r.id, 0.5, [], np.full((size, size), 0.75, np.float32)) for r in rollouts]
     learner = Learner(model, LearnerConfig(lr=1e-6, train=train), RewardConfig(centre="none"))
     g = torch.Generator().manual_seed(0)
     learner.step(list(zip(rollouts, js)), g)  # warm-up
-    secs = [timed(lambda: learner.step(list(zip(rollouts, js)), g), model.device) for _ in range(runs)]
+    sec = statistics.median(timed(lambda: learner.step(list(zip(rollouts, js)), g), model.device) for _ in range(runs))
     return {"samples": len(prompts), "image_tokens": int(rollouts[0].latent.size), "train": train,
-            "seconds_per_step": round(statistics.median(secs), 4),
-            "samples_per_s": round(len(prompts) / statistics.median(secs), 1)}
+            "seconds_per_step": round(sec, 4), "samples_per_s": round(len(prompts) / sec, 1)}
 
 
 def pretrain_step(model: JanusUMM, batch: int, runs: int) -> dict:
@@ -99,9 +83,7 @@ def pretrain_step(model: JanusUMM, batch: int, runs: int) -> dict:
     cfg = JanusPretrainConfig(gen_batch=batch, und_batch=batch)
     model.net.train()
     model.net.model.vqmodel.eval()
-    params = [p for n, p in model.net.named_parameters() if not n.startswith("model.vqmodel.")]
-    for p in params:
-        p.requires_grad_(True)
+    params = [p.requires_grad_(True) for n, p in model.net.named_parameters() if not n.startswith("model.vqmodel.")]
     opt = torch.optim.AdamW(params, lr=1e-6)
     data, compute = [], []
     for step in range(runs + 1):
@@ -110,7 +92,7 @@ def pretrain_step(model: JanusUMM, batch: int, runs: int) -> dict:
         t_data = time.perf_counter() - t
 
         def update():
-            with model._autocast():
+            with model.autocast():
                 yn, cap, _, desc, _ = understanding_loss(model, *u, cfg.describe_coef)
                 loss = generation_loss(model, *g) + yn + cfg.caption_coef * cap + cfg.describe_coef * desc
             opt.zero_grad(set_to_none=True)
@@ -121,8 +103,8 @@ def pretrain_step(model: JanusUMM, batch: int, runs: int) -> dict:
         if step:  # step 0 warms up
             data.append(t_data), compute.append(t_compute)
     model.net.eval()
-    med_d, med_c = statistics.median(data), statistics.median(compute)
-    return {"batch": batch, "make_batches_s": round(med_d, 4), "losses_and_update_s": round(med_c, 4),
+    med_c = statistics.median(compute)
+    return {"batch": batch, "make_batches_s": round(statistics.median(data), 4), "losses_and_update_s": round(med_c, 4),
             "generation_samples_per_s_compute_only": round(batch / med_c, 1)}
 
 
@@ -159,11 +141,9 @@ def pro_shaped(device: str, runs: int, shape: JanusShape, vocab: int) -> dict:
         torch.manual_seed(0)
         net = JanusForConditionalGeneration(cfg)
     build_s = time.perf_counter() - t
-    model = JanusUMM(net, processor_for(shape, tok))
-    prompts = [s.prompt for s in heldout_set()]
-    n_params = sum(p.numel() for p in net.parameters())
+    model, prompts = JanusUMM(net, processor_for(shape, tok)), [s.prompt for s in heldout_set()]
     imgs, _ = model.sample(prompts[:8], 0)
-    out = {"shape": shape.model_dump(), "text_vocab": cfg.text_config.vocab_size, "parameters": n_params,
+    out = {"shape": shape.model_dump(), "text_vocab": cfg.text_config.vocab_size, "parameters": sum(p.numel() for p in net.parameters()),
            "weights_dtype": "float32, bf16 autocast" if device == "cuda" else "float32", "build_s": round(build_s, 1),
            "image_tokens": shape.grid**2,
            "generation_batch_16_cfg5": generation(model, prompts[:16], runs, SampleOptions(cfg_scale=5.0), without_cache=False),

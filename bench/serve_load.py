@@ -1,12 +1,8 @@
-"""Load on `srum serve` over loopback: requests/s and p50 / p99 latency of POST /generate (n = 1) and
-POST /judge at 1, 4 and 16 concurrent clients (threads, http.client, one keep-alive connection per
-thread), a fixed number of requests per level. Prints JSON; writes docs/results/serve_load.{json,md}.
-
-Starts a private loopback Ray instance and deploys the app exactly as `srum serve` does (srum.serve.start),
-or measures a running server with --url.
+"""Load on `srum serve` over loopback: requests/s and p50 / p99 latency of POST /generate (n = 1) and POST /judge at
+1, 4 and 16 concurrent clients (threads, one keep-alive connection each), a fixed number of requests per level, on a
+private loopback Ray instance deployed as `srum serve` does (srum.serve.start). Writes docs/results/serve_load.{json,md}.
 
     python bench/serve_load.py [--model builtin|DIR] [--requests 40] [--levels 1,4,16] [--replicas-max 2]
-    python bench/serve_load.py --url http://127.0.0.1:8000 [--token T]
 """
 
 import argparse
@@ -21,7 +17,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import RESULTS, md_table, write
+
 PROMPTS = ["a red square", "two blue circles", "a green triangle to the left of a yellow square", "three white triangles"]
 
 
@@ -65,14 +62,11 @@ def level(url: str, path: str, bodies: list[bytes], clients: int, headers: dict)
 
 
 def replicas() -> dict:
-    try:
-        from ray import serve
+    from ray import serve
 
-        app = serve.status().applications["srum"]
-        return {name: sum(n for state, n in d.replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
-                for name, d in app.deployments.items()}
-    except Exception:  # measuring a server we did not start
-        return {}
+    app = serve.status().applications["srum"]
+    return {name: sum(n for state, n in d.replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
+            for name, d in app.deployments.items()}
 
 
 def run(url: str, token: str | None, n_requests: int, levels: list[int]) -> dict:
@@ -96,74 +90,59 @@ def run(url: str, token: str | None, n_requests: int, levels: list[int]) -> dict
 
 
 def markdown(res: dict) -> str:
-    lines = ["# `srum serve` under load (issue 6, part 3)", "",
-             f"Measured on {res['machine']}, {res['date']}, with", "", f"    {res['command']}", "",
-             f"Load average (1, 5, 15 min) before the run: {', '.join(map(str, res['load_average_before']))}.", "",
-             (f"Model: {res['model']}; sampler {res['sampling']}; Ray Serve autoscaling 1..{res['replicas_max']} replicas "
-             f"per model deployment (target 2 ongoing requests each); {res['requests']} requests per level, "
-             "after a warm-up; one keep-alive HTTP connection per client thread, loopback."), "",
-             "| route | clients | requests/s | p50 ms | p99 ms | max ms | status | replicas after |", "|---|---|---|---|---|---|---|---|"]
-    for path, rows in res["results"].items():
-        for r in rows:
-            reps = ", ".join(f"{k} {v}" for k, v in r["replicas_after"].items())
-            status = ", ".join(f"{k}: {v}" for k, v in r["status"].items())
-            lines.append(f"| {path} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {status} | {reps} |")
-    lines += ["", ("Each model replica computes one request at a time on one torch thread (requests wait in the replica), "
-              "so latency grows with the queue while throughput stays near one replica's rate until the autoscaler "
-              "adds a replica: it acts after 3 s of load and a new replica needs a few seconds to load the model, so a "
-              "level that lasts only a few seconds ends before the new replica helps. `replicas after` counts the "
-              "running replicas when a level ends. On 2 cores the client threads, the HTTP proxy, the ingress and the "
-              "replicas share the CPU with whatever else runs (see the load average).")]
-    return "\n".join(lines) + "\n"
+    rows = [(path, r["clients"], r["requests_per_s"], r["p50_ms"], r["p99_ms"], r["max_ms"],
+             ", ".join(f"{k}: {v}" for k, v in r["status"].items()), ", ".join(f"{k} {v}" for k, v in r["replicas_after"].items()))
+            for path, rs in res["results"].items() for r in rs]
+    return "\n".join([
+        "# `srum serve` under load (issue 6, part 3)", "", f"Measured on {res['machine']}, {res['date']}, with", "",
+        f"    {res['command']}", "", f"Load average (1, 5, 15 min) before the run: {', '.join(map(str, res['load_average_before']))}.", "",
+        (f"Model: {res['model']}; sampler {res['sampling']}; Ray Serve autoscaling 1..{res['replicas_max']} replicas "
+         f"per model deployment (target 2 ongoing requests each); {res['requests']} requests per level, "
+         "after a warm-up; one keep-alive HTTP connection per client thread, loopback."), "",
+        *md_table(["route", "clients", "requests/s", "p50 ms", "p99 ms", "max ms", "status", "replicas after"], rows), "",
+        ("Each model replica computes one request at a time on one torch thread (requests wait in the replica), "
+         "so latency grows with the queue while throughput stays near one replica's rate until the autoscaler "
+         "adds a replica: it acts after 3 s of load and a new replica needs a few seconds to load the model, so a "
+         "level that lasts only a few seconds ends before the new replica helps. `replicas after` counts the "
+         "running replicas when a level ends. On 2 cores the client threads, the HTTP proxy, the ingress and the "
+         "replicas share the CPU with whatever else runs (see the load average).")]) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", help="measure a running `srum serve` instead of starting one")
     ap.add_argument("--token", default=os.environ.get("SRUM_SERVE_TOKEN"))
     ap.add_argument("--model", default="builtin")
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--replicas-max", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "serve_load")
+    ap.add_argument("--out", type=Path, default=RESULTS / "serve_load")
     args = ap.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
-    started, url = args.url is None, args.url
-    if started:
-        import socket
+    import socket
 
-        import ray
-        from ray import serve
+    import ray
+    from ray import serve
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    from srum.serve import start
+    from srum.serve.requests import SAMPLING
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     try:
-        if started:
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
-            from srum.serve import start
-
-            url = start(args.model, port=port, token=args.token, replicas_max=args.replicas_max)
-        results = run(url, args.token, args.requests, levels)
+        url = start(args.model, port=port, token=args.token, replicas_max=args.replicas_max)
+        results = run(url, args.token, args.requests, [int(x) for x in args.levels.split(",")])
     finally:
-        if started:
-            serve.shutdown()
-            ray.shutdown()
-    from srum.serve import SAMPLING
-
-    res = {"command": "python bench/serve_load.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                                (("requests", args.requests), ("levels", args.levels),
-                                                                 ("replicas_max", args.replicas_max))),
+        serve.shutdown()
+        ray.shutdown()
+    res = {"command": f"python bench/serve_load.py --requests {args.requests} --levels {args.levels} --replicas-max {args.replicas_max}",
            "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU", "date": time.strftime("%Y-%m-%d"),
-           "load_average_before": load_before,
-           "model": args.model, "sampling": SAMPLING, "replicas_max": args.replicas_max, "requests": args.requests,
-           "url": url if not started else "private loopback instance", "results": results}
+           "load_average_before": load_before, "model": args.model, "sampling": SAMPLING, "replicas_max": args.replicas_max,
+           "requests": args.requests, "url": "private loopback instance", "results": results}
     print(json.dumps(res, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(res))
+    write(args.out, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
-"""Issue 20: judge throughput, vLLM against transformers on the same model, images/s at batch 64 (median of
---runs), and their agreement on P(yes). The model is a tiny random Qwen2-VL built here (tests/tiny_vlm.py) or
---model DIR (any local Qwen2-VL directory). Run it as its own process: vLLM's CPU worker replaces
-torch.set_num_threads for the whole process.
+"""Issue 20: judge images/s at batch 64, vLLM against transformers on one Qwen2-VL (a tiny random one, or --model DIR),
+and their largest P(yes) difference. Run it as its own process (vLLM's CPU worker sets torch's threads).
 
     python bench/vllm_judge.py [--model DIR] [--batch 64] [--runs 3] [--out docs/results/vllm_judge.json]
 """
@@ -14,12 +12,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import RESULTS, ROOT, timed
 
 
 def transformers_judge(d: Path, judge):
@@ -40,18 +37,12 @@ def transformers_judge(d: Path, judge):
     return yes_prob
 
 
-def timed(fn, *args) -> tuple[float, np.ndarray]:
-    t = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "vllm_judge.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "vllm_judge.json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT / "tests"))
@@ -69,11 +60,10 @@ def main() -> None:
     vllm.judge_yes_prob(images[:4], questions[:4]), hf(images[:4], questions[:4])  # warm both
     v_rate, h_rate, diff = [], [], []
     for _ in range(args.runs):
-        tv, pv = timed(vllm.judge_yes_prob, images, questions)
-        th, ph = timed(hf, images, questions)
-        v_rate.append(args.batch / tv)
-        h_rate.append(args.batch / th)
-        diff.append(float(np.abs(pv - ph).max()))
+        out = {}
+        v_rate.append(args.batch / timed(lambda: out.update(v=vllm.judge_yes_prob(images, questions))))
+        h_rate.append(args.batch / timed(lambda: out.update(h=hf(images, questions))))
+        diff.append(float(np.abs(out["v"] - out["h"]).max()))
     res = {"command": "python bench/vllm_judge.py " + " ".join(sys.argv[1:]), "model": "tiny random Qwen2-VL" if not args.model else str(args.model),
            "batch": args.batch, "runs": args.runs, "machine": f"{os.cpu_count()} CPU cores",
            "vllm_images_per_s": round(statistics.median(v_rate), 1), "transformers_images_per_s": round(statistics.median(h_rate), 1),

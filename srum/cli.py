@@ -153,16 +153,10 @@ def cmd_world_prompts(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .config import load_config, pretrain_backend
+    from .config import load_config
+    from .pretrain import JanusPretrainConfig, pretrain
 
-    backend = pretrain_backend(args.config, args.overrides)
-    if backend == "janus":
-        from .models.janus_pretrain import JanusPretrainConfig as Config
-        from .models.janus_pretrain import pretrain
-    else:
-        from .models.mot_pretrain import PretrainConfig as Config
-        from .models.mot_pretrain import pretrain
-    cfg = load_config(Config, args.config, args.overrides)
+    cfg = load_config(JanusPretrainConfig, args.config, args.overrides)
     t0 = time.time()
     pretrain(cfg, args.out)
     print(f"pretrained in {time.time() - t0:.0f} s; model at {args.out / 'model'}")
@@ -182,7 +176,7 @@ def cmd_eval(args) -> int:
     _out_dir(args.out)
     specs = read_prompt_file(args.prompts) if args.prompts else heldout_set()
     model = load_model(args.model, args.device)
-    opts = SampleOptions(cfg_scale=args.cfg_scale, steps=args.steps if model.kind == "mot" else None)
+    opts = SampleOptions(cfg_scale=args.cfg_scale, steps=args.steps if model.objective == "flow" else None)
     report = run_eval(model, specs, args.images_per_prompt, args.out, args.seed, opts)
     print(json.dumps(report, indent=2))
     return 0
@@ -242,7 +236,7 @@ def cmd_judge(args) -> int:
     if args.engine == "vllm":
         if not args.judge_model:
             raise InputError("srum judge --engine vllm needs --judge-model DIR: the judge model's directory")
-        from .models.janus import check_model_dir
+        from .models.janus.directory import check_model_dir
         from .rewards.vllm_judge import VllmJudge
 
         check_model_dir(args.judge_model)
@@ -256,10 +250,10 @@ def cmd_judge(args) -> int:
 
 def check_train(cfg, out: Path) -> None:
     """What can be refused before a Ray instance starts: the run directory, the model, the training mode."""
-    from . import rundir
     from .models import backend_of, model_dir
+    from .run import prepare
 
-    rundir.prepare(out, cfg)
+    prepare(out, cfg)
     if cfg.rollout.prompts != "compworld" and not Path(cfg.rollout.prompts).exists():
         raise InputError(f"rollout.prompts: {cfg.rollout.prompts}: no such prompt file")
     backend = backend_of(model_dir(cfg.model))
@@ -286,3 +280,14 @@ def cmd_serve(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def config_reference() -> str:
+    """docs/config.md: every key of `srum train` and `srum pretrain` (a test keeps the file in step with the code)."""
+    from .config import TrainConfig, reference_markdown
+    from .pretrain import JanusPretrainConfig
+
+    return ("# Configuration reference\n\nGenerated from the pydantic models in `srum/config.py` and "
+            "`srum/pretrain/config.py` (a test keeps this file in step with the code).\n\n"
+            + reference_markdown(TrainConfig, "`srum train` (TrainConfig)") + "\n"
+            + reference_markdown(JanusPretrainConfig, "`srum pretrain` (JanusPretrainConfig)"))

@@ -7,12 +7,13 @@ An unknown or ill-typed key is a ConfigError that names the key, the file and th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
+DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"  # what a device setting may say
 
 
 class Section(BaseModel):
@@ -21,17 +22,12 @@ class Section(BaseModel):
 
 class SamplingConfig(Section):
     """How images are drawn; a key left null takes the model's own default (janus: temperature 1, no guidance,
-    every token; mot: 20 Euler steps, guidance 3)."""
+    every token; flow models: their own steps and guidance)."""
     cfg_scale: float | None = Field(None, ge=0)  # classifier-free guidance; 1 = off
     temperature: float | None = Field(None, gt=0)  # autoregressive models
     top_k: int | None = Field(None, ge=0)  # autoregressive models; 0 = every token
     steps: int | None = Field(None, ge=1)  # flow models: Euler steps
     eta: float | None = Field(None, ge=0)  # flow models: 0 = ODE
-
-    def options(self):
-        from .models.sampling import SampleOptions
-
-        return SampleOptions(**self.model_dump())
 
 
 class ConfigError(ValueError):
@@ -128,7 +124,6 @@ def dump_config(cfg: BaseModel) -> str:
 
 
 # ---- `srum train`: every knob of the online loop ----
-from typing import Literal
 
 
 class RolloutConfig(Section):
@@ -167,25 +162,16 @@ class JudgeConfig(Section):
 
 
 class RewardConfig(Section):
-    # paper: 0.5 everywhere, regions raised to (s+1)/2, times (g+1)/2; signed: the same mapped to [-1, 1] (a badly
-    # judged region pushes away); uniform: every token weight 1, whatever the judge says (the control: the same
-    # update on the model's own samples with no reward, self-imitation alone)
-    map: Literal["paper", "signed", "uniform"] = "paper"
+    # paper: 0.5 everywhere, regions raised to (s+1)/2, times (g+1)/2; uniform: every token weight 1, whatever the
+    # judge says (the control: the same update on the model's own samples with no reward, self-imitation alone)
+    map: Literal["paper", "uniform"] = "paper"
     use_global: bool = True
     use_local: bool = True
-    binarize: bool = False
-    # with binarize: the judge's P(yes) above which a score counts as a pass (+1); above 0.5 the judge is stricter,
-    # so fewer of the samples it passes are failures (RAFT-style filtering wants precision more than recall)
-    binarize_at: float = Field(0.5, gt=0, lt=1)
+    binarize: bool = False  # each score +1 where the judge says yes, else -1 (RAFT-style filtering)
     # advantage centring of the token weights (not in the paper): none, the batch's mean, or each prompt's mean
-    # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` is the default because it measured
-    # better: every weight of the paper's map is positive, so most of it weighs the model's own samples alike,
-    # which only adds noise (docs/results/srum_compworld_2500steps_10min.md: the paper's map uncentred 0.465, centred 0.50)
-    # prompt_token: each token against the same position in its prompt's other samples; prompt_global: minus the
-    # prompt's mean background weight, so only the global judgement is centred (srum/rewards/reward_map.py, why)
-    # prompt_scale: no centring; each prompt's weights divided by their mean, so a hard prompt's rare judged success
-    # counts as much as an easy prompt's many (with binarize: filtered self-imitation balanced over prompts)
-    centre: Literal["none", "batch", "prompt", "prompt_token", "prompt_global", "prompt_scale"] = "prompt"
+    # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` measured best: every weight of the paper's
+    # map is positive, so most of it weighs the model's own samples alike, which only adds noise (docs/findings.md)
+    centre: Literal["none", "batch", "prompt"] = "prompt"
     # a control, not a method: each sample's map is another sample's of the same step, so the weights keep their
     # distribution (and the update its noise) but carry nothing about the sample they weigh
     shuffle: bool = False
@@ -224,24 +210,13 @@ class LearnerConfig(Section):
     # lambda: the pull toward the frozen reference that stops reward hacking. Measured on the built-in (20 minutes, 3 seeds):
     # 0.05 removed 37 % of the error where 0.1 removed 23 %; 0.02 (10 minutes) wandered off and gained nothing
     kl_coef: float = 0.05
-    # nats: how far below the reference a negatively weighted image token may be pushed (autoregressive models;
-    # 0.2, PPO's ratio 0.82, measured no different from 1 on the built-in: docs/results/srum_compworld.md)
-    push_margin: float = Field(1.0, gt=0)
-    # optimiser steps per judged batch, one version published after them: 1 is on-policy; more reuse the batch (its
-    # samples and judgements cost about twice what an update does on the built-in). 2 measured below 1 on the built-in
-    # (docs/results/srum_compworld_10min.md)
-    updates_per_batch: int = Field(1, ge=1)
-    # 0: the reference is the initial model for the whole run. N: every N updates the reference becomes the
-    # policy as it is then (rounds of SRUM, online): the KL bounds each round's move, not the whole run's.
-    # The judge stays the frozen initial model either way. 50 measured far below 0 on the built-in (srum_compworld_10min.md)
-    reference_every: int = Field(0, ge=0)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # AdamW's epsilon. Adam divides each weight's step by its own gradient scale, so a weight whose gradient is only
     # noise (the rows of rarely drawn image tokens) moves as far as one the reward pushes; a larger eps damps them
     # (1e-5 measured no different on the built-in: docs/results/srum_diagnostics_10min.json)
     adam_eps: float = Field(1e-8, gt=0)
-    # which weights the update touches: generation (janus: the language model and generation modules; mot: its
+    # which weights the update touches: generation (janus: the language model and generation modules; bagel: its
     # generation expert), all (but a VQ), or lora (janus: adapters on the language model; the reference is the
     # base model, and only the adapters are broadcast)
     train: Literal["generation", "all", "lora"] = "generation"
@@ -272,8 +247,6 @@ class StandInConfig(Section):
     weights_mb: float = 10.0
 
 
-from .models.device import DEVICE
-
 
 class RayConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS if set, else a fresh loopback-only local instance
@@ -286,7 +259,7 @@ class RayConfig(Section):
     learners: int = 1  # data-parallel learner actors (each with `learner` resources), gradients all-reduced
     max_staleness: int = 1  # drop (and count) a batch made by a policy more than this many versions old
     sync_every: int = 1  # publish new weights every N learner steps
-    # how weights reach the workers (srum/actors/weights.py): auto = shared_memory on a one-node cluster,
+    # how weights reach the workers (srum/actors/weights/): auto = shared_memory on a one-node cluster,
     # else object_store; collective = a broadcast group (NCCL between GPU actors, gloo on CPUs)
     weights: Literal["auto", "object_store", "shared_memory", "collective"] = "auto"
     placement: bool = True  # one placement-group bundle per actor, so GPU roles never share a device
@@ -339,7 +312,7 @@ class TrainConfig(Section):
         if batch % self.ray.learners:
             raise ValueError(f"ray.learners ({self.ray.learners}) must divide the batch of {batch} samples "
                              "(rollout.prompts_per_step x rollout.samples_per_prompt): each learner takes an equal share")
-        if self.reward.centre.startswith("prompt") and self.rollout.samples_per_prompt < 2:
+        if self.reward.centre == "prompt" and self.rollout.samples_per_prompt < 2:
             raise ValueError(f"reward.centre {self.reward.centre} weighs each sample against its prompt's other samples: it needs "
                              f"rollout.samples_per_prompt >= 2 (got {self.rollout.samples_per_prompt}), "
                              "or reward.centre batch / none")
@@ -369,28 +342,3 @@ def reference_markdown(cls: type[BaseModel], title: str) -> str:
 
     walk(cls(), "")
     return f"## {title}\n\n| key | type | default |\n|---|---|---|\n" + "\n".join(rows) + "\n"
-
-
-def pretrain_backend(path: str | Path | None, overrides: list[str] = ()) -> str:
-    """Which model a pretraining config is for: its `backend` key (janus unless it says mot)."""
-    data = _read_yaml(Path(path))[0] if path is not None else {}
-    for item in overrides:
-        key, value = _parse_override(item)
-        if key == ["backend"]:
-            data["backend"] = value
-    backend = data.get("backend", "janus")
-    if backend not in ("janus", "mot"):
-        raise ConfigError(f"{path or '--set'}: backend: expected janus or mot (got {backend!r})")
-    return backend
-
-
-def config_reference() -> str:
-    from .models.janus_pretrain import JanusPretrainConfig
-    from .models.mot_pretrain import PretrainConfig
-
-    return ("# Configuration reference\n\nGenerated from the pydantic models in `srum/config.py`, "
-            "`srum/models/janus_pretrain.py` and `srum/models/mot_pretrain.py` (a test keeps this file in step with "
-            "the code).\n\n"
-            + reference_markdown(TrainConfig, "`srum train` (TrainConfig)") + "\n"
-            + reference_markdown(JanusPretrainConfig, "`srum pretrain`, backend janus (JanusPretrainConfig)") + "\n"
-            + reference_markdown(PretrainConfig, "`srum pretrain`, backend mot (PretrainConfig)"))

@@ -11,12 +11,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .io import write_json, write_jsonl
 from .models import SampleOptions
 from .world import CANVAS, CATEGORIES, WORLD_VERSION, passes
+from .world.canvas import to_canvas
 from .world.files import read_manifest, read_png, write_png
 
 
@@ -42,16 +42,6 @@ def generate_images(model, specs: list, k: int, seed: int, opts: SampleOptions |
         imgs, _ = model.sample([s.prompt for s in flat[i : i + batch]], seed * 100_003 + b, opts)
         images.append(to_canvas(imgs) if canvas else imgs)
     return flat, (np.concatenate(images) if images else np.zeros((0, CANVAS, CANVAS, 3), np.uint8))
-
-
-def to_canvas(images: np.ndarray) -> np.ndarray:
-    """Images of any square resolution -> CompWorld's 32 x 32, by area average (a model at 64 x 64 or 384 x 384
-    is scored on what it draws, not on how a resampler rings). 32 x 32 images are returned as they are."""
-    if images.shape[1:3] == (CANVAS, CANVAS):
-        return images
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.adaptive_avg_pool2d(x, CANVAS)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +111,19 @@ def _step_of(line: str) -> float:
         return json.loads(line).get("step", 0)
     except (json.JSONDecodeError, AttributeError):
         return float("inf")  # a row cut short by a kill: dropped
+
+
+class ModelDirError(InputError):
+    """A model directory that cannot be loaded, with the directory or file and the reason."""
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move directory `new` to `target`: an old `target` is renamed away first and removed last, so a reader sees
+    the old directory or the new one, never half of one."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old.{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Each row: the generated image; the same image tinted by its reward map (red low, green high); and a caption
 with the prompt, the judge's global score and, for a CompWorld prompt, the oracle's verdict. Under the rows,
-the tint's colour scale with the map's range ([0, 1], or [-1, 1] for the signed map).
+the tint's colour scale, over the map's range [0, 1].
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def tint(image: np.ndarray, reward_map: np.ndarray, lo: float, hi: float) -> np.
 
 def verdict(prompt: str, image: np.ndarray) -> str | None:
     """'pass' / 'fail' by the CompWorld oracle, or None for a prompt outside its grammar."""
-    from .evaluate import to_canvas
     from .world import PromptError, parse, passes
+    from .world.canvas import to_canvas
 
     try:
         spec = parse(prompt)
@@ -38,11 +38,9 @@ def verdict(prompt: str, image: np.ndarray) -> str | None:
     return "pass" if passes(to_canvas(image[None])[0], spec) else "fail"
 
 
-def grid(rollouts, judgements, n: int = 8, signed: bool | None = None) -> Image.Image:
+def grid(rollouts, judgements, n: int = 8) -> Image.Image:
     pairs = list(zip(rollouts, judgements))[:n]
-    if signed is None:
-        signed = any(j.reward_map.min() < 0 for _, j in pairs)
-    lo, hi = (-1.0, 1.0) if signed else (0.0, 1.0)
+    lo, hi = 0.0, 1.0
     font = ImageFont.load_default()
     rows = []
     for r, j in pairs:
@@ -78,6 +76,6 @@ def _legend(width: int, lo: float, hi: float, font) -> Image.Image:
     return out
 
 
-def write_grid(path: Path, rollouts, judgements, n: int = 8, signed: bool | None = None) -> None:
-    img = grid(rollouts, judgements, n, signed)
+def write_grid(path: Path, rollouts, judgements, n: int = 8) -> None:
+    img = grid(rollouts, judgements, n)
     atomic_write(Path(path), lambda p: img.save(p, format="PNG"))

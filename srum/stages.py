@@ -5,11 +5,14 @@ the algorithm; the engines differ only in how they move batches and weights betw
     RolloutStage.generate(batch) -> [Rollout]          prompts of batch `batch`, seeded by (seed, batch)
     JudgeStage.score([Rollout]) -> [Judgement]         global + local self-reward and the reward map
     LearnerStage.step([Rollout], [Judgement]) -> dict  one KL-regularised reward-weighted update
+    load(flat, version) on the first two: the weights a learner published
+
+`rollout_stage`, `judge_stage` and `learner_stage` choose these or their stand-ins (`ray.stages: stand_in`,
+srum/testing/stand_in.py), which keep the same interface, so an actor never asks which it holds.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -17,10 +20,8 @@ import numpy as np
 import torch
 
 from .config import RewardConfig, TrainConfig
-from .io import write_json, write_text
 from .learner.learner import Learner
-from .models import load_model
-from .models.sampling import generate
+from .models import SampleOptions, load_model
 from .records import Judgement, Rollout
 from .rewards.judge import JudgeOptions, SelfJudge, TextModeJudge
 from .rewards.oracle_judge import OracleJudge
@@ -30,8 +31,10 @@ from .rewards.proposals import (
     GridProposer,
     load_proposer,
 )
+from .rollout.draw import draw_rollouts
 from .rollout.sources import prompt_source
-from .rundir import latest_checkpoint
+from .learner.checkpoints import read_checkpoint, write_checkpoint
+from .testing import stand_in
 
 
 def make_proposer(r: RewardConfig, device: str = "cpu"):
@@ -96,12 +99,20 @@ class RolloutStage:
         self.cfg, self.policy = cfg, policy if policy is not None else load_policy(cfg)
         self.source = prompt_source(cfg.rollout.prompts, cfg.seed)
 
+    @property
+    def device(self) -> str:
+        return str(self.policy.device)
+
+    def load(self, flat, version: int) -> None:
+        """Generators only read their weights: the published buffer is used in place, no copy."""
+        load_weights(self.policy, flat, version, share=True)
+
     def generate(self, batch: int) -> list[Rollout]:
         r = self.cfg.rollout
         items = self.source.take(batch * r.prompts_per_step, r.prompts_per_step)
         seed = (self.cfg.seed * 1_000_003 + batch) % 2**62
-        rollouts = generate(self.policy, [it.prompt for it in items], r.samples_per_prompt, seed, r.sampling.options(),
-                            [it.category for it in items], [it.objects for it in items])
+        rollouts = draw_rollouts(self.policy, [it.prompt for it in items], r.samples_per_prompt, seed,
+                                 SampleOptions.of(r.sampling), [it.category for it in items], [it.objects for it in items])
         for i, ro in enumerate(rollouts):  # ids name the batch and the sample: unique across the run
             ro.id = f"b{batch}-{i}"
         return rollouts
@@ -128,6 +139,10 @@ class JudgeStage:
 
     def score(self, rollouts: list[Rollout]) -> list[Judgement]:
         return self.judge.judge(rollouts)
+
+    def load(self, flat, version: int) -> None:
+        """A judge that follows the policy (learner.judge_follows) reads each published version."""
+        load_weights(self.model, flat, version)
 
 
 def reward_metrics(judgements: list[Judgement]) -> dict:
@@ -163,39 +178,21 @@ class LearnerStage:
         """The live weights buffer itself, on the learner's device (what a broadcast sends)."""
         return self.learner.weights_buffer
 
-    # ---- checkpoints: model + optimiser + reference + data position + version (RNG derives from (seed, step)) ----
+    # ---- checkpoints: model + optimiser + version + data position (srum/learner/checkpoints.py) ----
     def checkpoint(self, run_dir: Path, step: int, data: dict) -> Path:
-        """step_N/: model, learner state, state.json (step, version, data: `data_position` in prompts and the
-        batches learned beyond it); `latest` is moved last, so a kill mid-way leaves the previous one named."""
-        d = Path(run_dir) / "checkpoints" / f"step_{step:06d}"
-        self.policy.save(d / "model")
-        self.learner.save(d / "learner.safetensors", {"step": str(step)})
-        fault_point("checkpoint", step)
-        write_json(d / "state.json", {"step": step, "policy_version": self.learner.version, **data,
-                                      "rng": {"seed": self.cfg.seed, "derived_from": "(seed, step)"}})
-        write_text(Path(run_dir) / "checkpoints" / "latest", d.name + "\n")
-        return d
+        return write_checkpoint(run_dir, step, self.policy, self.learner, data, self.cfg.seed)
 
     def resume(self, run_dir: Path) -> dict | None:
-        """Restore the newest checkpoint of `run_dir`; returns its state.json, or None if there is none."""
-        d = latest_checkpoint(run_dir)
-        if d is None:
-            return None
-        self.policy.load_state(d / "model")
-        self.learner.load(d / "learner.safetensors")
-        return {**json.loads((d / "state.json").read_text()), "dir": str(d)}
+        return read_checkpoint(run_dir, self.policy, self.learner)
 
 
-def fault_point(where: str, step: int) -> None:
-    """Fault injection for bench/faults.py and the tests: with SRUM_FAULT=where:step:marker in the environment,
-    the process kills itself (SIGKILL, no cleanup) at that point, once (the marker file records that it did)."""
-    import os
-    import signal
+def rollout_stage(cfg: TrainConfig):
+    return stand_in.StandInRollout(cfg) if cfg.ray.stages == "stand_in" else RolloutStage(cfg)
 
-    spec = os.environ.get("SRUM_FAULT", "")
-    if spec.count(":") < 2:
-        return
-    at, n, marker = spec.split(":", 2)
-    if at == where and int(n) == step and not Path(marker).exists():
-        Path(marker).write_text(f"{where} {step} pid {os.getpid()}\n")
-        os.kill(os.getpid(), signal.SIGKILL)
+
+def judge_stage(cfg: TrainConfig):
+    return stand_in.StandInJudge(cfg) if cfg.ray.stages == "stand_in" else JudgeStage(cfg)
+
+
+def learner_stage(cfg: TrainConfig, shard: tuple[int, int] = (0, 1)):
+    return stand_in.StandInLearner(cfg) if cfg.ray.stages == "stand_in" else LearnerStage(cfg, shard=shard)

@@ -1,26 +1,19 @@
+import shutil
+
 import pytest
-import torch
-
-from srum.models.mot import MotUMM
-from srum.models.mot_net import MotConfig
-
-TINY = MotConfig(d_model=32, n_layers=2, n_heads=2, vision_channels=8)
 
 
 @pytest.fixture
-def tiny_model() -> MotUMM:
-    torch.manual_seed(0)
-    model = MotUMM(TINY)
-    with torch.no_grad():  # the output layer starts at zero; give it weights so outputs depend on inputs
-        model.net.gen_out.weight.normal_(0, 0.05)
-    return model
+def tiny_model_dir(tmp_path, tiny_janus32_dir):
+    """A tiny random Janus in the built-in's format, the test's own copy (a test may write into it)."""
+    return shutil.copytree(tiny_janus32_dir, tmp_path / "tiny_model")
 
 
 @pytest.fixture
-def tiny_model_dir(tmp_path, tiny_model):
-    d = tmp_path / "tiny_model"
-    tiny_model.save(d)
-    return d
+def tiny_model(tiny_model_dir):
+    from srum.models import load_model
+
+    return load_model(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +35,7 @@ JANUS_WORDS = ["Does", "Answer", "or", ".", "Yes", "No", ":"]
 
 
 def tiny_shape(image_size: int):
-    from srum.models.janus_build import JanusShape
+    from srum.models.janus.build import JanusShape
 
     levels = {32: [1, 2, 2], 64: [1, 1, 2, 2]}[image_size]  # an 8 x 8 token grid either way
     return JanusShape(image_size=image_size, patch_size=image_size // 8, hidden=32, layers=2, heads=2, mlp=64,
@@ -54,8 +47,8 @@ def tiny_janus_dir(tmp_path_factory):
     """A random Janus at 64 x 64 with a chat template and no srum.json (Janus-Pro's defaults: 'Yes' / 'No')."""
     import os
 
-    from srum.models.janus_build import build_janus
-    from srum.models.tokenizer import WORDS
+    from srum.models.janus.build import build_janus
+    from srum.pretrain.vocabulary import WORDS
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     d = tmp_path_factory.mktemp("janus") / "tiny64"
@@ -64,14 +57,18 @@ def tiny_janus_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_janus32_dir(tmp_path_factory):
-    """A random Janus in the built-in's format: 32 x 32, plain prompts, srum.json with its question."""
+    """A random Janus in the built-in's format: 32 x 32, plain prompts, srum.json with its question (seed 0)."""
+    return tiny_janus32(tmp_path_factory.mktemp("janus") / "tiny32", seed=0)
+
+
+def tiny_janus32(d, seed: int):
+    """A random Janus in the built-in's format at `d`, its weights drawn from `seed`."""
     import os
 
-    from srum.models.janus_build import build_janus
-    from srum.models.janus_pretrain import SETTINGS
-    from srum.models.tokenizer import WORDS
+    from srum.models.janus.build import build_janus
+    from srum.pretrain import SETTINGS
+    from srum.pretrain.vocabulary import WORDS
     from srum.world.oracle import DESCRIBE_WORDS
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    d = tmp_path_factory.mktemp("janus") / "tiny32"
-    return build_janus(d, tiny_shape(32), WORDS + DESCRIBE_WORDS, seed=0, settings=SETTINGS)
+    return build_janus(d, tiny_shape(32), WORDS + DESCRIBE_WORDS, seed=seed, settings=SETTINGS)

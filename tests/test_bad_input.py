@@ -66,8 +66,7 @@ CASES = [
     ("--set: unknown engine", lambda t, d: ["train", "--set", "engine=spark", "--out", str(t / "r")], "engine"),
     ("--set: staleness below the sync period", lambda t, d: ["train", "--set", "ray.max_staleness=0", "--set", "ray.sync_every=3", "--out", str(t / "r")], "max_staleness (0) must be at least sync_every - 1"),
     ("--set: negative learning-rate schedule numbers", lambda t, d: ["train", "--set", "rollout.samples_per_prompt=0", "--out", str(t / "r")], "rollout.samples_per_prompt"),
-    ("--set: no optimiser step per batch", lambda t, d: ["train", "--set", "learner.updates_per_batch=0", "--out", str(t / "r")], "learner.updates_per_batch: Input should be greater than or equal to 1"),
-    ("--set: lora on the mot model", lambda t, d: ["train", "--set", "model=builtin-mot", "--set", "learner.train=lora", "--out", str(t / "r")], "lora needs a janus model"),
+    ("--set: a retired option", lambda t, d: ["train", "--set", "learner.updates_per_batch=2", "--out", str(t / "r")], "learner.updates_per_batch: unknown key"),
     ("--set: a device that does not exist", lambda t, d: ["eval", "--device", "tpu", "--out", str(t / "e")], "device 'tpu'"),
     # numbers on the command line
     ("train --steps -5", lambda t, d: ["train", "--steps", "-5", "--out", str(t / "r")], "steps: Input should be greater than or equal to 1"),

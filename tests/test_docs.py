@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from srum.config import config_reference
+from srum.cli import config_reference
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_config_reference_is_current():
-    """Regenerate with: python -c "from srum.config import config_reference; print(config_reference(), end='')" > docs/config.md"""
+    """Regenerate with: python -c "from srum.cli import config_reference; print(config_reference(), end='')" > docs/config.md"""
     assert (ROOT / "docs" / "config.md").read_text() == config_reference()
 
 

@@ -16,13 +16,12 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import tiny_janus32
 from PIL import Image
 from ray_head import free_port
 
 from srum.cli import main
 from srum.io import write_json, write_text
-from srum.models.mot import MotUMM
 from srum.serve import MAX_BODY, RequestError, decode_png, encode_png, generate_request
 
 TOKEN = "s3cret-token"
@@ -57,12 +56,8 @@ def request(url, path, body=None, method=None, token=TOKEN, raw: bytes | None = 
 
 def checkpoint(run, step, version, seed):
     """A checkpoint laid out as LearnerStage.checkpoint writes one: model/, state.json, then `latest`."""
-    import torch
-
-    torch.manual_seed(seed)
-    m = MotUMM(TINY)
     d = run / "checkpoints" / f"step_{step:06d}"
-    m.save(d / "model")
+    tiny_janus32(d / "model", seed)
     write_json(d / "state.json", {"step": step, "policy_version": version, "data_position": step})
     write_text(run / "checkpoints" / "latest", d.name + "\n")
 

@@ -18,12 +18,10 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from .. import rundir
-from ..config import TrainConfig, dump_config
-from ..engine import eval_reports, evaluate
-from ..io import write_json, write_text
+from ..config import TrainConfig
+from ..learner.checkpoints import latest_checkpoint
 from ..models import load_model
-from ..rundir import latest_checkpoint
+from ..run import Run
 
 NAMESPACE = "srum"
 
@@ -89,34 +87,34 @@ def controller_handle(name: str):
 
 
 class RayEngine:
+    """The Ray engine: the run's lifecycle (srum/run.py) around a controller actor that streams the loop."""
+
     def __init__(self, cfg: TrainConfig, run_dir: Path, log=print):
         self.cfg, self.dir, self.log = cfg, Path(run_dir).resolve(), log
+        self.run_dir = Run(cfg, self.dir, log)
         self._stop_requested = False
 
     def run(self) -> dict:
-        rundir.prepare(self.dir, self.cfg)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.dir / "config.yaml", dump_config(self.cfg))
-        connect(self.cfg.ray.address)
-        model_stages = self.cfg.ray.stages == "model"
-        fresh = not (self.dir / "checkpoints" / "latest").exists()
-        if model_stages and self.cfg.eval.at_start and fresh and not (self.dir / "eval" / "initial" / "report.json").exists():
-            initial = load_model(self.cfg.model)
-            evaluate(self.cfg, self.dir, "initial", initial, initial, self.log)
+        run, cfg = self.run_dir, self.cfg
+        run.open()
+        connect(cfg.ray.address)
+        model_stages = cfg.ray.stages == "model"
+        fresh = latest_checkpoint(self.dir) is None
+        if model_stages and fresh and run.wants_initial_eval(0):
+            initial = load_model(cfg.model)
+            run.evaluate("initial", initial, initial)
         summary = self._train()
-        results = {**eval_reports(self.dir), "steps_done": summary["steps_done"], "train_seconds": summary["seconds"],
-                   "ray": summary}
+        results = {"steps_done": summary["steps_done"], "train_seconds": summary["seconds"], "ray": summary}
         if self._stop_requested:
             # A stopped job has seconds before SIGKILL (RAY_JOB_STOP_WAIT_TIME_S): keep the checkpoint, skip eval.
             # (A run that reached its time budget stopped too, on its own terms: it is evaluated.)
             self.log(f"stopped at step {summary['steps_done']}; final evaluation skipped "
                      f"(srum eval --model {self.dir}/checkpoints/<latest>/model)")
-        elif model_stages and self.cfg.eval.at_end:
+        elif model_stages and cfg.eval.at_end:
             latest = latest_checkpoint(self.dir)
-            judge = load_model(latest / "model") if self.cfg.learner.judge_follows else load_model(self.cfg.model)
-            results["final"] = evaluate(self.cfg, self.dir, "final", load_model(latest / "model"), judge, self.log)
-        write_json(self.dir / "results.json", results)
-        return results
+            judge = load_model(latest / "model") if cfg.learner.judge_follows else load_model(cfg.model)
+            results["final"] = run.evaluate("final", load_model(latest / "model"), judge)
+        return run.finish(results)
 
     def _train(self) -> dict:
         from .controller import Controller

@@ -168,3 +168,31 @@ class ActorGroup:
         pg = self.pgs.pop(aid, None)
         if pg is not None:
             remove_placement_group(pg)
+
+
+def collect(group: ActorGroup, aid: int, ref, meta: dict) -> str:
+    """Read a finished call's metadata. A dead actor is replaced; a call that failed because what it read is
+    gone (the weights of a learner that died) leaves its actor as it is. Either way the batch is made again:
+    "ok", "died" (replaced) or "lost" (its inputs were). Any other error in the call is a bug, and ends the run."""
+    try:
+        meta.update(ray.get(ref))
+        group.release(aid)
+        return "ok"
+    except ray.exceptions.RayActorError:
+        group.replace(aid)
+        return "died"
+    except ray.exceptions.RayTaskError as e:
+        if not isinstance(e.cause, (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)):
+            raise
+        group.release(aid)
+        return "lost"
+
+
+def live_pids(actors: list, timeout: float = 30.0) -> list[int]:
+    pids = []
+    for ref in [a.pid.remote() for a in actors]:
+        try:
+            pids.append(ray.get(ref, timeout=timeout))
+        except ray.exceptions.RayActorError:
+            pass  # dead: the loop replaces it on its next call
+    return pids

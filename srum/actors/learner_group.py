@@ -35,11 +35,11 @@ class LearnerGroup:
     def resume(self) -> dict | None:
         return ray.get([a.resume.remote() for a in self.actors])[0]
 
-    def step(self, rollouts, judgements, sample_path: str | None):
+    def step(self, rollouts, judgements, samples_at: int | None):
         """Every rank steps on the same batch (references: each fetches it zero-copy); rank 0's result stands
         for the group. A rank that fails leaves rank 0 waiting in the all-reduce until it times out, and the
         step fails: the run resumes from its last checkpoint, as with a single learner."""
-        refs = [a.step.remote(rollouts, judgements, sample_path if i == 0 else None) for i, a in enumerate(self.actors)]
+        refs = [a.step.remote(rollouts, judgements, samples_at if i == 0 else None) for i, a in enumerate(self.actors)]
         return refs[0]
 
     def shutdown(self) -> None:

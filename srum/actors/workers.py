@@ -1,7 +1,7 @@
-"""Ray actors for the three roles. Each is a thin wrapper around a stage of srum/stages.py (or its
-stand-in): it adds weight loading, timing and nothing else, so the algorithm has one implementation.
+"""Ray actors for the three roles. Each is a thin wrapper around a stage of srum/stages.py (real or stand-in, chosen
+there): it adds weight loading, timing and metrics and nothing else, so the algorithm has one implementation.
 
-Weights travel as a small `Published` handle with each call (srum/actors/weights.py: the object store,
+Weights travel as a small `Published` handle with each call (srum/actors/weights/: the object store,
 a shared-memory ring, or a broadcast into a generator's staging buffers); an actor fetches the buffer (zero-copy) only when the handle's version is
 newer than the one it holds.
 """
@@ -17,17 +17,11 @@ import torch
 
 from ..config import TrainConfig
 from ..metrics import Recorder
-from ..stages import JudgeStage, LearnerStage, RolloutStage, load_weights
-from . import stand_in
-from .weights import (
-    BroadcastGroup,
-    Published,
-    SlotRing,
-    StagingBuffers,
-    connect_store,
-    fetch,
-    host_store,
-)
+from ..run import Run
+from ..stages import judge_stage, learner_stage, rollout_stage
+from .weights.collective import BroadcastGroup, StagingBuffers, connect_store, host_store
+from .weights.published import Published, fetch
+from .weights.shared_memory import SlotRing
 
 LEARNER_TIMEOUT_S = 300  # a collective waiting longer than this on a lost peer fails the step (and the run)
 
@@ -74,10 +68,7 @@ class GeneratorActor:
     `receive` in "sync", so that a broadcast is received while a batch is being generated."""
 
     def __init__(self, cfg_json: str, threads: int, name: str = "generator"):
-        cfg = _setup(cfg_json, threads)
-        self.stand_in = cfg.ray.stages == "stand_in"
-        self.stage = stand_in.StandInRollout(cfg) if self.stand_in else RolloutStage(cfg)
-        self.device = "cpu" if self.stand_in else str(self.stage.policy.device)
+        self.stage = rollout_stage(_setup(cfg_json, threads))
         self.version = NONE  # no weights yet: the first batch always loads the current ones
         self.metrics, self.clock = Recorder("generator", name), Busy()
         self.staging, self.group = None, None
@@ -88,17 +79,10 @@ class GeneratorActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def _load(self, flat, version: int) -> None:
-        if self.stand_in:
-            self.stage.load(flat, version)
-        else:
-            # Generators only read their weights: use the published buffer in place, no copy.
-            load_weights(self.stage.policy, flat, version, share=True)
-
     @ray.method(concurrency_group="sync")
     def join_broadcast(self, address: str, epoch: int, rank: int, world: int, backend: str, numel: int) -> None:
         if self.staging is None:  # gloo receives on the host (the load then copies to a GPU); NCCL on the device
-            self.staging = StagingBuffers(numel, self.device if backend == "nccl" else "cpu")
+            self.staging = StagingBuffers(numel, self.stage.device if backend == "nccl" else "cpu")
         self.group = BroadcastGroup(address, epoch, rank, world, backend)
 
     @ray.method(concurrency_group="sync")
@@ -108,7 +92,7 @@ class GeneratorActor:
     def generate(self, batch: int, weights: Published) -> tuple[dict, list]:
         """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""
         take = (lambda w: self.staging.take(w.version, w.epoch)) if weights.collective else None
-        self.version, sync_s, sync_bytes = _fetch(weights, self.version, self._load, take)
+        self.version, sync_s, sync_bytes = _fetch(weights, self.version, self.stage.load, take)
         t = time.perf_counter()
         rollouts = self.stage.generate(batch)
         dt = time.perf_counter() - t
@@ -127,9 +111,7 @@ class GeneratorActor:
 @ray.remote(max_restarts=0)
 class JudgeActor:
     def __init__(self, cfg_json: str, threads: int, name: str = "judge"):
-        cfg = _setup(cfg_json, threads)
-        self.stand_in = cfg.ray.stages == "stand_in"
-        self.stage = stand_in.StandInJudge(cfg) if self.stand_in else JudgeStage(cfg)
+        self.stage = judge_stage(_setup(cfg_json, threads))
         self.version = (0, 0)  # the judge starts as the initial model; it moves only if configured to follow
         self.metrics, self.clock, self.fallbacks = Recorder("judge", name), Busy(), 0
         self.metrics.touch("srum_judge_parse_fallbacks")
@@ -141,14 +123,13 @@ class JudgeActor:
         return os.getpid()
 
     def score(self, rollouts: list, weights: Published | None = None) -> tuple[dict, list]:
-        if not self.stand_in:
-            self.version, _, _ = _fetch(weights, self.version, lambda f, v: load_weights(self.stage.model, f, v))
+        self.version, _, _ = _fetch(weights, self.version, self.stage.load)  # weights: only when the judge follows
         t = time.perf_counter()
         judgements = self.stage.score(rollouts)
         dt = time.perf_counter() - t
         self.metrics.observe("srum_judge_latency_seconds", dt)
         self.metrics.set("srum_idle_ratio", self.clock.add(dt), stage="judge")
-        fallbacks = getattr(self.stage, "fallbacks", 0)  # text judges count unparseable outputs
+        fallbacks = self.stage.fallbacks  # text judges count unparseable outputs
         self.metrics.inc("srum_judge_parse_fallbacks", fallbacks - self.fallbacks)
         self.fallbacks = fallbacks
         return {"judge_s": dt}, judgements
@@ -162,8 +143,8 @@ class LearnerActor:
         self.cfg = _setup(cfg_json, threads)
         self.metrics = Recorder("learner", name) if rank == 0 else None
         self.dir, self.rank, self.world = Path(run_dir), rank, world
-        stand_in_stages = self.cfg.ray.stages == "stand_in"
-        self.stage = stand_in.StandInLearner(self.cfg) if stand_in_stages else LearnerStage(self.cfg, shard=(rank, world))
+        self.run = Run(self.cfg, self.dir)  # for the sample grids it writes
+        self.stage = learner_stage(self.cfg, shard=(rank, world))
 
     def pid(self) -> int:
         return os.getpid()
@@ -191,7 +172,8 @@ class LearnerActor:
     def version(self) -> int:
         return self.stage.version
 
-    def step(self, rollouts: list, judgements: list, sample_path: str | None = None) -> dict:
+    def step(self, rollouts: list, judgements: list, samples_at: int | None = None) -> dict:
+        """One learner step; with `samples_at` (the step number) the batch's sample grid is written if one is due."""
         t = time.perf_counter()
         m = self.stage.step(rollouts, judgements)
         m["learn_s"] = round(time.perf_counter() - t, 4)
@@ -205,10 +187,8 @@ class LearnerActor:
         r.set("srum_reward_map_mean", m["map_mean"])
         for term in ("total", "reward_term", "kl_term"):
             r.set("srum_loss", m[term], term=term)
-        if sample_path:
-            from ..samples import write_grid
-
-            write_grid(Path(sample_path), rollouts, judgements, signed=self.cfg.reward.map == "signed")
+        if samples_at is not None:
+            self.run.write_samples(samples_at, rollouts, judgements)
         return m
 
     def weights(self):

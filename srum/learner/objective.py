@@ -6,9 +6,9 @@ Rectified flow, per latent token n with the same (x_t, t, eps) for both terms:
 (|.|^2_n is the mean over the token's channels). For autoregressive image tokens the same shape holds
 with per-token NLL and the token KL of the logits (`weighted_ar_loss`).
 
-Negative weights (the signed map, centred advantages) push a token *away* from the sample. Put on the
+Negative weights (centred advantages) push a token *away* from the sample. Put on the
 plain error, -|w| * |v - target|^2 has no minimum: the update blows the error up without bound (measured:
-the signed map collapsed the generator to 0 %). So the push-away is bounded:
+a signed map collapsed the generator to 0 %). So the push-away is bounded:
   - flow: a negatively weighted token regresses the *reflected* velocity 2 v_ref - v_theta onto the
     target (the implicit negative policy of DiffusionNFT, Zheng et al. 2025). Its minimum,
     v_theta = v_ref + (v_ref - target), moves away from the sample by as much as the reference is
@@ -27,7 +27,29 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PUSH_MARGIN = 1.0  # nats: how far below the reference's log-probability a pushed-away token may go
+PUSH_MARGIN = 1.0  # nats: how far below the reference's log-probability a pushed-away token may go (0.2, PPO's
+# ratio 0.82, measured no different on the built-in: docs/findings.md)
+
+
+def srum_loss(policy, reference, latents: torch.Tensor, prompts: list[str], token_weights: torch.Tensor, kl_coef: float,
+              generator: torch.Generator, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+    """The SRUM loss of one batch at the backend's token grid, on the batch's `rows` (a data-parallel learner's
+    share). The backend gives predictions (`objective`: "tokens" gives image-token logits, "flow" velocities);
+    the reference is read through `policy.reference_view` (a frozen copy, or the base with LoRA adapters off)."""
+    latents, w, prompts = latents[rows], token_weights[rows].to(policy.device), list(prompts[rows])
+    if policy.objective == "flow":
+        x_t, t, target = policy.flow_inputs(latents, generator)
+        with policy.autocast():
+            v = policy.velocity(x_t, t, prompts)
+            with torch.no_grad(), policy.reference_view(reference) as ref:
+                v_ref = ref.velocity(x_t, t, prompts)
+        return weighted_flow_loss(v.float(), target, v_ref.float(), w, kl_coef)
+    tokens = latents.long()
+    with policy.autocast():
+        logits = policy.image_logits(prompts, tokens)
+        with torch.no_grad(), policy.reference_view(reference) as ref:
+            ref_logits = ref.image_logits(prompts, tokens)
+    return weighted_ar_loss(logits, tokens.to(policy.device), ref_logits, w, kl_coef)
 
 
 def weighted_flow_loss(v: torch.Tensor, target: torch.Tensor, v_ref: torch.Tensor, w: torch.Tensor,

@@ -1,15 +1,17 @@
-"""Unified multimodal model backends behind one protocol (see docs/architecture.md):
+"""Unified multimodal model backends behind one protocol (docs/architecture.md, "Adding a backend"):
 
     sample(prompts, seed, opts) -> (images uint8 (B, H, W, 3), latents)   # latents: what the loss re-scores
     judge_yes_prob(images, questions) -> np.ndarray                        # P(yes); a score in [-1, 1] is 2p - 1
     question(prompt) -> str                                                # the judge's yes/no question
-    srum_loss(latents, prompts, token_weights, reference, kl_coef, generator, rows, push_margin) at `token_grid`
-    trainable(mode) -> names; make_reference() -> the frozen reference the loss reads
+    objective: "tokens" -> image_logits(prompts, tokens)                   # autoregressive image tokens
+               "flow"   -> flow_inputs(latents, generator), velocity(x_t, t, prompts)
+    autocast(), reference_view(reference), make_reference(), trainable(mode), token_grid
     flat_weights() / flatten_parameters() / load_flat_weights(flat, version)   # one flat buffer, for broadcast
     save(dir) / load(dir) / load_state(dir)
 
-Backends: `janus` (transformers' Janus / Janus-Pro: autoregressive image tokens; the built-in is a tiny
-Janus trained on CompWorld) and `mot` (the first built-in: a mixture-of-transformers with rectified flow).
+Models compute; they know nothing of the objective, CompWorld, Ray or the CLI. One folder per backend:
+`janus` (transformers' Janus / Janus-Pro; the built-in is a tiny Janus trained on CompWorld) and `bagel`
+(BAGEL-7B-MoT's release layout: rectified flow with a mixture-of-transformers; docs/bagel-format.md).
 """
 
 from __future__ import annotations
@@ -18,17 +20,40 @@ import hashlib
 import json
 from pathlib import Path
 
-from .device import DEVICE, DeviceError, resolve_device
-from .janus import ModelDirError
+from ..config import DEVICE
+from ..io import ModelDirError
+from .device import DeviceError, resolve_device
 from .sampling import SampleOptions
 
 PACKAGE = Path(__file__).parent
-BUILTINS = {"builtin": PACKAGE / "builtin", "builtin-mot": PACKAGE / "builtin_mot"}
+BUILTINS = {"builtin": PACKAGE / "builtin"}
 BUILTIN_DIR = BUILTINS["builtin"]
 
 
+def _janus(d: Path):
+    from .janus import JanusUMM
+
+    return JanusUMM.load(d)
+
+
+def _bagel(d: Path, device: str):
+    import torch
+
+    from .bagel import BagelUMM
+
+    # bf16 weights on a GPU, as the release ships them; fp32 on the CPU, the bit-exact reference
+    return BagelUMM.load(d, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+
+
+# backend -> its loader. Janus: model_type in config.json; a LoRA checkpoint (srum.json and adapters, no config.json)
+# names its base, a Janus directory. BAGEL: its release layout (llm_config.json, ema.safetensors), whatever a
+# config.json beside them says.
+BACKENDS = {"janus": lambda d, device: _janus(d), "bagel": _bagel}
+BAGEL_FILES = ("llm_config.json", "ema.safetensors")
+
+
 def model_dir(name: str | Path = "builtin") -> Path:
-    """The directory a model name stands for: 'builtin' (a tiny Janus) and 'builtin-mot' ship in the package."""
+    """The directory a model name stands for: 'builtin' (a tiny Janus) ships in the package."""
     return BUILTINS.get(str(name), Path(name))
 
 
@@ -38,7 +63,10 @@ def weights_sha256(name: str | Path = "builtin") -> str:
 
 
 def backend_of(d: Path) -> str:
-    """'janus' for a transformers Janus directory (or a LoRA checkpoint of one), 'mot' for srum's own."""
+    """The backend that loads directory `d`: BAGEL by its release files, else config.json's model_type; a clear
+    error for anything else."""
+    if all((d / f).exists() for f in BAGEL_FILES):
+        return "bagel"
     if (d / "srum.json").exists() and not (d / "config.json").exists():
         return "janus"  # a LoRA checkpoint: adapters + srum.json naming the base
     if not (d / "config.json").exists():
@@ -48,24 +76,18 @@ def backend_of(d: Path) -> str:
         cfg = json.loads((d / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelDirError(f"{d / 'config.json'}: not valid JSON ({e})") from None
-    kind = cfg.get("kind") or cfg.get("model_type") if isinstance(cfg, dict) else None
-    if kind not in ("janus", "mot"):
-        raise ModelDirError(f"{d / 'config.json'}: model_type {kind!r} is not a backend srum has (janus, or srum's mot)")
+    kind = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if kind not in BACKENDS:
+        raise ModelDirError(f"{d / 'config.json'}: model_type {kind!r} is not a backend srum has ({', '.join(BACKENDS)})")
     return kind
 
 
 def load_model(name: str | Path = "builtin", device: str = "cpu"):
-    """'builtin', 'builtin-mot' or a local model directory. Never a hub. `device`: cpu, cuda[:i] or auto."""
+    """'builtin' or a local model directory. Never a hub. `device`: cpu, cuda[:i] or auto."""
     d = model_dir(name)
     device = resolve_device(device)
-    if backend_of(d) == "janus":
-        from .janus import JanusUMM
-
-        return JanusUMM.load(d).to(device)
-    from .mot import MotUMM
-
-    return MotUMM.load(d).to(device)
+    return BACKENDS[backend_of(d)](d, device).to(device)
 
 
-__all__ = ["BUILTINS", "BUILTIN_DIR", "DEVICE", "DeviceError", "ModelDirError", "SampleOptions", "backend_of",
+__all__ = ["BACKENDS", "BUILTINS", "BUILTIN_DIR", "DEVICE", "DeviceError", "ModelDirError", "SampleOptions", "backend_of",
            "load_model", "model_dir", "resolve_device", "weights_sha256"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from ..io import InputError
 
-DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"  # the pattern every `device` setting is checked against
-
 
 class DeviceError(InputError):
     """A device that does not exist here."""

@@ -24,12 +24,10 @@ from .reward_map import reward_map
 
 @dataclass
 class JudgeOptions:
-    signed: bool = False  # signed map instead of the paper's
     uniform: bool = False  # every weight 1: the no-reward control
     use_global: bool = True
     use_local: bool = True
     binarize: bool = False
-    binarize_at: float = 0.5  # the P(yes) above which a binarised score is +1
     match: float = 0.5  # a region "shows" a named object when P(yes) >= match
     unmatched: str = "negative"  # negative | drop
     strict_global: bool = True  # the map's global score is the lowest of g, the region and relation scores (`verdict_score`)
@@ -39,8 +37,8 @@ class JudgeOptions:
     @classmethod
     def of(cls, r) -> "JudgeOptions":
         """The options a RewardConfig names (its map form, which scores count, how regions are matched)."""
-        return cls(r.map == "signed", r.map == "uniform", r.use_global, r.use_local, r.binarize, r.binarize_at, r.match, r.unmatched,
-                   r.strict_global, r.relations, r.relation_margin)
+        return cls(r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched, r.strict_global,
+                   r.relations, r.relation_margin)
 
     def global_of(self, g: float, regions: list[Region], relation: float | None = None) -> float:
         """The global score the map is scaled by: the judge's, or with strict_global its fine-grained verdict."""
@@ -48,13 +46,8 @@ class JudgeOptions:
 
     def map(self, g: float, regions: list[Region], size: tuple[int, int], relation: float | None = None) -> np.ndarray:
         """The dense reward map of a global score and judged regions, in this form."""
-        return reward_map(self.global_of(g, regions, relation), [(reg.box, reg.score) for reg in regions], size, self.signed, self.use_global,
-                          self.use_local, self.binarize, self.uniform, self.binarize_at)
-
-    def background(self, g: float, regions: list[Region] = (), relation: float | None = None) -> float:
-        """The weight this map gives a token outside every region: the map of the global score alone."""
-        return float(reward_map(self.global_of(g, regions, relation), [], (1, 1), self.signed, self.use_global, False, self.binarize,
-                                self.uniform, self.binarize_at)[0, 0])
+        return reward_map(self.global_of(g, regions, relation), [(reg.box, reg.score) for reg in regions], size,
+                          self.use_global, self.use_local, self.binarize, self.uniform)
 
 
 def verdict_score(g: float, regions: list[Region], relation: float | None = None) -> float:

@@ -11,8 +11,8 @@ judge that limits the gain from an update that does (bench/srum_compworld.py, ro
 
 from __future__ import annotations
 
-from ..evaluate import to_canvas
 from ..records import Judgement, Region, Rollout
+from ..world.canvas import to_canvas
 from ..world.spec import CANVAS
 from ..world import PromptError, parse
 from ..world.oracle import check

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterator
 from functools import lru_cache
 
+from . import scenes as _scenes
 from .prompts import Spec, enumerate_prompts, parse
 from .spec import CATEGORIES
 
@@ -35,16 +36,18 @@ def training_prompts(category: str) -> list[str]:
     return _split()[1][category]
 
 
-def training_spec(seed: int, index: int) -> Spec:
+def training_spec(seed: int, index: int, scenes: bool = False) -> Spec:
     """Prompt number `index` of the training stream `seed`: uniform category, then uniform prompt.
-    Random access by index, so a checkpoint only needs to remember its position."""
+    Random access by index, so a checkpoint only needs to remember its position.
+    With `scenes`, the prompts are those of training scenes (`scenes.py`: no wording of a validation or test scene);
+    without, today's split by wording (the default until the switch)."""
     rng = random.Random(f"train/{seed}/{index}")
     cat = rng.choice(CATEGORIES)
-    return parse(rng.choice(_split()[1][cat]))
+    return parse(rng.choice(_scenes.training_prompts(cat) if scenes else _split()[1][cat]))
 
 
-def training_stream(seed: int, start: int = 0) -> Iterator[Spec]:
+def training_stream(seed: int, start: int = 0, scenes: bool = False) -> Iterator[Spec]:
     i = start
     while True:
-        yield training_spec(seed, i)
+        yield training_spec(seed, i, scenes)
         i += 1

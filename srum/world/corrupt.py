@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from .prompts import PromptError, Spec, parse, sample_prompt
 from .render import Placed
+from .scenes import is_training_prompt, sample_training_prompt
 from .spec import BOX, CANVAS, COLORS, NUMBERS, OPPOSITE, RELATIONS, SHAPES, shape_mask
 
 _NUM_WORD = {v: k for k, v in NUMBERS.items()}
@@ -32,16 +33,18 @@ def reverse_relation(spec: Spec) -> Spec:
     return parse(spec.prompt.replace(rel, OPPOSITE[rel], 1))
 
 
-def perturb_prompt(spec: Spec, rng: random.Random) -> Spec:
-    """A grammatical prompt that differs from `spec` in one detail (or, sometimes, entirely)."""
+def perturb_prompt(spec: Spec, rng: random.Random, scenes: bool = False) -> Spec:
+    """A grammatical prompt that differs from `spec` in one detail (or, sometimes, entirely).
+    With `scenes`, only a prompt of a training scene (a perturbation that lands on a validation or test scene is
+    drawn again, and the fallback draws training scenes); without, the whole grammar (today's default)."""
     for _ in range(50):
         try:
             out = parse(_perturb_words(spec, rng))
         except PromptError:
             continue
-        if out.prompt != spec.prompt:
+        if out.prompt != spec.prompt and (not scenes or is_training_prompt(out)):
             return out
-    return sample_prompt(rng)
+    return sample_training_prompt(rng) if scenes else sample_prompt(rng)
 
 
 def _perturb_words(spec: Spec, rng: random.Random) -> str:
@@ -72,7 +75,22 @@ def _perturb_words(spec: Spec, rng: random.Random) -> str:
 EDITS = ("add", "change", "remove", "swap")
 
 
-def edit_scene(spec: Spec, rng: random.Random, kinds: tuple[str, ...] = EDITS[:3]) -> Spec:
+def edit_scene(spec: Spec, rng: random.Random, kinds: tuple[str, ...] = EDITS[:3], scenes: bool = False) -> Spec:
+    """`_edit_scene`; with `scenes`, an edit that makes a validation or test scene ("a red circle" changed into a
+    held-out "a blue circle") is drawn again: its render would be an image of that scene in a loss. When the kinds
+    asked cannot make a training scene (the one swap of "a red circle and a blue triangle" is held out), any kind
+    is drawn, as an edit the scene cannot take becomes a change."""
+    if not scenes:
+        return _edit_scene(spec, rng, kinds)
+    for k in (kinds, EDITS):
+        for _ in range(100):
+            out = _edit_scene(spec, rng, k)
+            if is_training_prompt(out):
+                return out
+    raise RuntimeError(f"no edit of {spec.prompt!r} in 200 draws makes a training scene")
+
+
+def _edit_scene(spec: Spec, rng: random.Random, kinds: tuple[str, ...]) -> Spec:
     """The scene of `spec` with one edit of the given kinds: an object added (a copy of a named object, or a named
     colour in another shape), changed (its shape or its colour) or removed, or two objects' shapes (or colours)
     swapped, which keeps every colour and every shape of the scene but binds them wrongly. Unlike `perturb_prompt`,

@@ -77,10 +77,13 @@ def test_data_parallel_learners_take_the_single_learners_steps(local_ray, tmp_pa
     start = load_model(tiny_model_dir).flat_weights()
     moved = (local.policy.flat_weights() - start).abs()
     diff = (local.policy.flat_weights() - ray_model.flat_weights()).abs()
-    # Adam turns rounding in near-zero gradients into steps of up to lr: bound the share of such weights.
-    # A wrong share of the batch or of the noise would move most weights by ~lr away from the local engine.
-    assert (moved > 1e-4).float().mean() > 0.3
-    assert (diff > 1e-5).float().mean() < 1e-3 and diff.max() < 1e-3, (float(diff.max()), float((diff > 1e-5).float().mean()))
+    # Adam turns rounding in near-zero gradients into steps of up to lr: bound the share of such weights among those
+    # the update moves (the generation path's). A wrong share of the batch or of the noise would move most of them
+    # by ~lr away from the local engine.
+    trained = int((moved > 1e-4).sum())
+    assert trained > 1000
+    off = int((diff > 1e-5).sum())
+    assert off < 3e-3 * trained and diff.max() < 1e-3, (float(diff.max()), off, trained)
     with pytest.raises(ValueError, match="ray.learners"):
         cfg_for(tiny_model_dir, 3, "ray.learners=3")  # 4 samples per batch do not split in 3
 

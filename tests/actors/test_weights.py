@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from srum.actors import weights
-from srum.actors.weights import SlotRing, choose_transport, fetch, free_slot, ring_slots
+from srum.actors.weights import choose_transport, fetch
+from srum.actors.weights.shared_memory import SlotRing, free_slot, ring_slots
 
 
 def test_ring_round_trip_is_zero_copy_and_read_only(tmp_path, monkeypatch):
@@ -60,7 +61,7 @@ class FillGroup:
 def test_staging_never_receives_into_the_buffer_in_use_and_waits_for_a_whole_version():
     import threading
 
-    from srum.actors.weights import StagingBuffers
+    from srum.actors.weights.collective import StagingBuffers
 
     s, g = StagingBuffers(8, "cpu"), FillGroup()
     g.version = 1

@@ -5,7 +5,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-from srum_compworld import ROWS, SEEDED, table_lock  # noqa: E402  (bench/ is scripts, not a package)
+from common import table_lock  # noqa: E402  (bench/ is scripts, not a package)
+from srum_compworld import ROWS, SEEDED  # noqa: E402
 
 from srum.config import TrainConfig, load_config  # noqa: E402
 

@@ -77,5 +77,3 @@ def test_ar_negative_weight_pushes_with_a_pulls_gradient_down_to_the_margin():
     out = weighted_ar_loss(below, torch.tensor([[0]]), ref, torch.tensor([[-2.0]]), kl_coef=0.0)
     out["total"].backward()
     assert out["reward_term"] == 0 and not below.grad.any()  # bounded: the push stops there
-    tight = weighted_ar_loss(ref.clone(), torch.tensor([[0]]), ref, torch.tensor([[-2.0]]), kl_coef=0.0, push_margin=0.2)
-    assert torch.isclose(tight["reward_term"], torch.tensor(2.0 * 0.2))  # the bound is the caller's

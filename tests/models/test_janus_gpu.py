@@ -8,8 +8,9 @@ import torch
 from srum.config import LearnerConfig, RewardConfig
 from srum.learner.learner import Learner
 from srum.models import load_model
-from srum.models.janus_pretrain import JanusPretrainConfig, pretrain
+from srum.pretrain import JanusPretrainConfig, pretrain
 from srum.records import Judgement
+from srum.rollout.draw import draw_rollouts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_generate_judge_and_learn_on_cuda(tiny_janus32_dir):
     cpu, gpu = load_model(tiny_janus32_dir), load_model(tiny_janus32_dir, "cuda")
     assert gpu.device.type == "cuda"
-    rollouts = gpu.generate(["a red square"] * 2, n=2, seed=0)
+    rollouts = draw_rollouts(gpu, ["a red square"] * 2, n=2, seed=0)
     assert all(r.image.shape == (32, 32, 3) for r in rollouts)
     imgs = np.stack([r.image for r in rollouts])
     q = [gpu.question("a red square")] * len(imgs)
@@ -31,7 +32,7 @@ def test_generate_judge_and_learn_on_cuda(tiny_janus32_dir):
 
 
 def test_pretraining_on_cuda(tmp_path):
-    from tests.models.test_janus_pretrain import TINY
+    from tests.pretrain.test_janus import TINY
 
     cfg = JanusPretrainConfig.model_validate({**TINY, "device": "cuda"})
     pretrain(cfg, tmp_path / "run", log=lambda *_: None)
