@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -28,13 +27,15 @@ def previous(out: Path, **identity) -> dict:
     return old
 
 
-def write(name: str | Path, res: dict, markdown: str | None = None) -> None:
-    """docs/results/NAME.json (and NAME.md); a path: PATH.json (and PATH.md)."""
+def write(name: str | Path, res: dict, markdown: str | None = None, notes: str = "\n## Notes") -> None:
+    """docs/results/NAME.json (and NAME.md); a path: PATH.json (and PATH.md). What the .md holds from the line
+    `notes` on is written by hand (what the figures show) and kept: a bench writes its figures, not their prose."""
     out = RESULTS / name if isinstance(name, str) else name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     if markdown is not None:
-        out.with_suffix(".md").write_text(markdown)
+        old = md.read_text() if (md := out.with_suffix(".md")).exists() else ""
+        md.write_text(markdown + (notes + old.partition(notes)[2] if notes in old else ""))
 
 
 def md_table(header: list[str], rows) -> list[str]:
@@ -144,8 +145,3 @@ def timed(fn, device=None) -> float:
     fn()
     sync()
     return time.perf_counter() - t
-
-
-def median_of(runs: int, fn) -> tuple[float, list]:
-    xs = [fn() for _ in range(runs)]
-    return statistics.median(xs), xs

@@ -1,9 +1,11 @@
 """Issue 19 figures: srum under faults, on a tiny random Janus (short real steps). Writes
 docs/results/reliability.{json,md}: `kills` (generator, judge and learner processes SIGKILLed in one streaming Ray run:
 every rollout id and batch learned once), `resume` (SHA-256 of the final weights: straight against killed and resumed,
-local and lock-step Ray), `streaming` (a driver killed mid-run), `sockets` (all loopback), `bad_input` (each error).
+local and lock-step Ray), `streaming` (a driver killed mid-run), `sockets` (all loopback), `bad_input` (each error);
+issue 39: `strict_loading` (bad model directories: exit 2, nothing written), `stops` (NaN loss, failing judge,
+corrupted weights: stopped by name or run on, counted).
 
-    python bench/faults.py [--parts kills,resume,streaming,sockets,bad_input] [--out runs/faults] [--kills 10]
+    python bench/faults.py [--parts kills,resume,streaming,sockets,bad_input,strict_loading,stops] [--out runs/faults]
 """
 
 from __future__ import annotations
@@ -186,6 +188,45 @@ def part_bad_input() -> dict:
     return {"cases": len(rows), "all_exit_2": all(r["exit"] == 2 for r in rows), "rows": rows}
 
 
+def part_strict_loading() -> dict:
+    """Issue 39: tests/models/test_strict_loading.py's bad model directories, each error as the CLI prints it."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as base:
+        janus32 = tiny_model(Path(base))  # puts tests/ on sys.path
+        from tests.models.test_strict_loading import CASES, run_case
+
+        for i, (name, argv, _) in enumerate(CASES):
+            (tmp := Path(base) / f"case{i}").mkdir()
+            code, err, written = run_case(argv, tmp, {"janus32": janus32})
+            line = next((x for x in err.splitlines() if x.startswith("srum:")), err.strip())  # the error, not a warning
+            rows.append({"input": name, "exit": code, "wrote": len(written), "error": line.replace(str(tmp), "<tmp>")[:400]})
+    return {"cases": len(rows), "all_exit_2_nothing_written": all(r["exit"] == 2 and not r["wrote"] for r in rows), "rows": rows}
+
+
+def part_stops(model: Path, out: Path) -> dict:
+    """Issue 39: injected faults stop a run by name (exit 3, RUN/stopped.json) or run on, counted."""
+    def case(name, steps, fault, engine="local", *sets):
+        run = fresh(out / f"stop_{name}")
+        (marker := out / f"stop_{name}.marker").unlink(missing_ok=True)
+        code = finish(train_cmd(model, run, steps, engine, *sets), out / f"stop_{name}.log", env(SRUM_FAULT=fault.format(marker)))
+        rows, stopped = jsonl(run / "metrics.jsonl"), run / "stopped.json"
+        return run, {"exit": code, "steps_learned": rows[-1]["step"] if rows else 0, "stopped": json.loads(stopped.read_text()) if stopped.exists() else None,
+                     "judge_failures": sum(r.get("judge_failures") or 0 for r in rows), "dropped": sum(r.get("judge_dropped") or 0 for r in rows),
+                     "samples": sum(r.get("judge_samples") or 0 for r in rows)}
+    res = {}
+    straight = fresh(out / "stop_straight")
+    finish(train_cmd(model, straight, 10, "local"), out / "stop_straight.log")
+    run, res["nan_loss at update 7"] = case("nan", 10, "nan_loss:7:{}")
+    res["nan_loss at update 7"].update(resume_exit=finish(train_cmd(model, run, 10, "local"), out / "stop_nan.resumed.log"),
+                                       resumed_equal=final_sha(run, 10) == final_sha(straight, 10))
+    res["judge failing 100 %"] = case("judge100", 40, "judge_fail:100:{}", "local", "reward.judge.failure_window=32")[1]
+    res["judge failing 5 %"] = case("judge5", 40, "judge_fail:5:{}", "local", "reward.judge.failure_window=32")[1]
+    res["corrupted weights, version 3 (ray)"] = case("corrupt", 10, "corrupt_weights:3:{}", "ray", "ray.max_staleness=0")[1]
+    return res
+
+
 def markdown(res: dict) -> str:
     parts = res.get("commands") or {"all": res["command"]}
     lines = ["# Reliability (issue 19)", "", f"Produced on {res['machine']} by " + ", ".join(f"`{c}`" for c in parts.values())
@@ -208,12 +249,24 @@ def markdown(res: dict) -> str:
         lines += ["## Bad input", "", f"{b['cases']} cases (tests/test_bad_input.py), each exit 2 with this error, no traceback, "
                   "nothing on disk changed:", "", *md_table(["input", "error"], [
                       (r["input"], f"`{r['error'].replace('|', '/').splitlines()[-1]}`") for r in b["rows"]]), ""]
+    if b := res.get("strict_loading"):
+        lines += ["## Strict loading (issue 39)", "", f"{b['cases']} model directories that are not what their config says "
+                  "(tests/models/test_strict_loading.py): each exit 2, nothing written "
+                  f"({b['all_exit_2_nothing_written']}), with this error:", "", *md_table(["input", "error"], [
+                      (r["input"], f"`{r['error'].replace('|', '/').splitlines()[-1]}`") for r in b["rows"]]), ""]
+    if s := res.get("stops"):
+        lines += ["## Stops by name (issue 39)", "", "`srum train` with a fault injected (SRUM_FAULT); exit 3 is a run stopped "
+                  "by a check, RUN/stopped.json says which:", "", *md_table(
+                      ["fault", "exit", "steps learned", "stopped", "judge failures / dropped / samples", "resumed"], [
+                          (k, c["exit"], c["steps_learned"], f"{c['stopped']['reason']}: {c['stopped']['message'][:120]}" if c["stopped"] else "no",
+                           f"{c['judge_failures']} / {c['dropped']} / {c['samples']}",
+                           f"exit {c['resume_exit']}, weights equal {c['resumed_equal']}" if "resume_exit" in c else "") for k, c in s.items()]), ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="kills,resume,streaming,sockets,bad_input")
+    ap.add_argument("--parts", default="kills,resume,streaming,sockets,bad_input,strict_loading,stops")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "faults")
     ap.add_argument("--kills", type=int, default=10)
     args = ap.parse_args()
@@ -222,7 +275,7 @@ def main() -> None:
     res = {**previous(RESULTS / "reliability.json"), "command": "python bench/faults.py " + " ".join(sys.argv[1:]), "machine": "2 CPU cores"}
     measure = {"kills": lambda: part_kills(model, args.out, args.kills), "resume": lambda: part_resume(model, args.out),
                "streaming": lambda: part_streaming(model, args.out), "sockets": lambda: part_sockets(model, args.out),
-               "bad_input": part_bad_input}
+               "bad_input": part_bad_input, "strict_loading": part_strict_loading, "stops": lambda: part_stops(model, args.out)}
     for part in args.parts.split(","):
         t = time.time()
         res[part] = measure[part]()

@@ -11,7 +11,6 @@ import argparse
 import collections
 import json
 import random
-import re
 import statistics
 import sys
 import time
@@ -27,8 +26,6 @@ from srum.rewards.judge import SelfJudge, verdict_score
 from srum.rewards.proposals import ComponentProposer
 from srum.world import COLORS, check, failure, heldout_set, parse, passes, render, sample_prompt
 from srum.world.corrupt import reverse_relation
-from srum.world.oracle import describe
-from srum.world.spec import OPPOSITE
 
 from common import timed
 
@@ -85,9 +82,9 @@ def tokenizer_check(model, n: int = 1000) -> dict | None:
 
 def relations_on_renders(model) -> dict:
     """Per related category: the share of renders the judge says yes to under their prompt and under it reversed
-    (false on every render), how often the prompt's P(yes) beats the reversed one's; `description_reads_relation`."""
-    rng = random.Random(5)
-    out = {}
+    (false on every render), how often the prompt's P(yes) beats the reversed one's. (The description check of
+    2026-12-05, `description_reads_relation`: at tag archive/experiments-2026-12, docs/results/foundation.md.)"""
+    rng, out = random.Random(5), {}
     for cat in ("spatial", "complex"):
         specs = [s for s in heldout_set() if s.category == cat]
         images = np.stack([render(s, rng) for s in specs])
@@ -95,37 +92,7 @@ def relations_on_renders(model) -> dict:
         q = model.judge_yes_prob(images, [model.question(reverse_relation(s).prompt) for s in specs])
         out[cat] = {"renders": len(specs), "yes_to_prompt": round(float((p > 0.5).mean()), 4),
                     "yes_to_reversed": round(float((q > 0.5).mean()), 4), "prompt_beats_reversed": round(float((p > q).mean()), 4)}
-        if hasattr(model, "understanding_inputs"):
-            out[cat]["description_reads_relation"] = description_reads_relation(model, specs, images)
     return out
-
-
-def description_reads_relation(model, specs, images) -> float:
-    """Perception apart from the yes/no answer: the share of renders whose description with relations (after "yes
-    it shows") the model finds likelier than the same with every relation reversed. 0.5: blind."""
-    flip = re.compile("|".join(OPPOSITE))
-    true = [f"yes it shows {describe(img, relations=True)}" for img in images]
-    false = [flip.sub(lambda m: OPPOSITE[m.group()], t) for t in true]
-    keep = [i for i, (t, f) in enumerate(zip(true, false)) if t != f]
-    questions = [model.question(specs[i].prompt) for i in keep]
-    lp_true = tail_logprob(model, images[keep], questions, [true[i] for i in keep])
-    lp_false = tail_logprob(model, images[keep], questions, [false[i] for i in keep])
-    return round(float((lp_true > lp_false).mean()), 4)
-
-
-@torch.no_grad()
-def tail_logprob(model, images: np.ndarray, questions: list[str], tails: list[str], batch: int = 64) -> np.ndarray:
-    """log P(tail | image, question) under a janus model, teacher-forced (the tail ends every row: left padding)."""
-    out = []
-    for i in range(0, len(tails), batch):
-        inputs = {k: v.to(model.device) for k, v in model.understanding_inputs(images[i : i + batch], questions[i : i + batch], tails[i : i + batch]).items()}
-        logp = model.net(**inputs).logits.float().log_softmax(-1)[:, :-1]
-        ids = inputs["input_ids"][:, 1:]
-        token = logp.gather(-1, ids[..., None])[..., 0]
-        n = torch.tensor([len(model.tok(t, add_special_tokens=False).input_ids) for t in tails[i : i + batch]])
-        tail = torch.arange(ids.shape[1])[None] >= (ids.shape[1] - n)[:, None]
-        out.append((token * tail.to(token.device)).sum(1).cpu())
-    return torch.cat(out).numpy()
 
 
 def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:

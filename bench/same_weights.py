@@ -7,7 +7,6 @@ the weights are equal before and after (same seed, same threads). Prints JSON.
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, env
 
 
 def main() -> None:
@@ -26,14 +25,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="the run directory (default: a fresh temporary one)")
     args = ap.parse_args()
     checkout, out = args.checkout.resolve(), (args.out or Path(tempfile.mkdtemp(prefix="same-weights-")) / "run").resolve()
-    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "srum.cli", "train", "--engine", "local", "--steps", str(args.steps), "--out", str(out),
-                    "--set", "eval.at_start=false", "--set", "eval.at_end=false"], env=env, cwd=checkout, check=True, stdout=sys.stderr)
+                    "--set", "eval.at_start=false", "--set", "eval.at_end=false"], env=env(PYTHONPATH=str(checkout), OMP_NUM_THREADS="2"),
+                   cwd=checkout, check=True, stdout=sys.stderr)
     f = out / "checkpoints" / f"step_{args.steps:06d}" / "model" / "model.safetensors"
     tensors, h = load_file(f), hashlib.sha256()
     for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(name.encode() + tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     commit = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"], capture_output=True,
                             text=True).stdout.strip()  # "-dirty": uncommitted changes in the tree that ran
     print(json.dumps({"checkout": str(checkout), "commit": commit, "steps": args.steps,

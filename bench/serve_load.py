@@ -15,25 +15,18 @@ import statistics
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 
-from common import RESULTS, md_table, write
+from common import md_table, write
 
 PROMPTS = ["a red square", "two blue circles", "a green triangle to the left of a yellow square", "three white triangles"]
 
 
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[max(0, math.ceil(q / 100 * len(xs)) - 1)]  # nearest rank
-
-
 def level(url: str, path: str, bodies: list[bytes], clients: int, headers: dict) -> dict:
     """Send every body once, `clients` threads at a time; latency per request, throughput overall."""
-    u = urllib.parse.urlsplit(url)
     lock, todo, lat, codes = threading.Lock(), list(range(len(bodies))), [], {}
 
     def client():
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=120)
         while True:
             with lock:
                 if not todo:
@@ -58,7 +51,7 @@ def level(url: str, path: str, bodies: list[bytes], clients: int, headers: dict)
     wall = time.perf_counter() - t0
     return {"clients": clients, "requests": len(bodies), "status": {str(k): v for k, v in sorted(codes.items())},
             "requests_per_s": round(len(bodies) / wall, 2), "p50_ms": round(1000 * statistics.median(lat), 1),
-            "p99_ms": round(1000 * percentile(lat, 99), 1), "max_ms": round(1000 * max(lat), 1), "wall_s": round(wall, 2)}
+            "p99_ms": round(1000 * sorted(lat)[max(0, math.ceil(0.99 * len(lat)) - 1)], 1), "max_ms": round(1000 * max(lat), 1), "wall_s": round(wall, 2)}
 
 
 def replicas() -> dict:
@@ -72,7 +65,7 @@ def replicas() -> dict:
 def run(url: str, token: str | None, n_requests: int, levels: list[int]) -> dict:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     gen = [json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "n": 1, "seed": i}).encode() for i in range(n_requests)]
-    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port, timeout=120)
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=120)
     conn.request("POST", "/generate", gen[0], headers)
     image = json.loads(conn.getresponse().read())["images"][0]  # one image, judged against the four prompts
     jud = [json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "image": image}).encode() for i in range(n_requests)]
@@ -99,13 +92,7 @@ def markdown(res: dict) -> str:
         (f"Model: {res['model']}; sampler {res['sampling']}; Ray Serve autoscaling 1..{res['replicas_max']} replicas "
          f"per model deployment (target 2 ongoing requests each); {res['requests']} requests per level, "
          "after a warm-up; one keep-alive HTTP connection per client thread, loopback."), "",
-        *md_table(["route", "clients", "requests/s", "p50 ms", "p99 ms", "max ms", "status", "replicas after"], rows), "",
-        ("Each model replica computes one request at a time on one torch thread (requests wait in the replica), "
-         "so latency grows with the queue while throughput stays near one replica's rate until the autoscaler "
-         "adds a replica: it acts after 3 s of load and a new replica needs a few seconds to load the model, so a "
-         "level that lasts only a few seconds ends before the new replica helps. `replicas after` counts the "
-         "running replicas when a level ends. On 2 cores the client threads, the HTTP proxy, the ingress and the "
-         "replicas share the CPU with whatever else runs (see the load average).")]) + "\n"
+        *md_table(["route", "clients", "requests/s", "p50 ms", "p99 ms", "max ms", "status", "replicas after"], rows)]) + "\n"
 
 
 def main() -> None:
@@ -115,7 +102,6 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--replicas-max", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=RESULTS / "serve_load")
     args = ap.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
     import socket
@@ -142,7 +128,7 @@ def main() -> None:
            "load_average_before": load_before, "model": args.model, "sampling": SAMPLING, "replicas_max": args.replicas_max,
            "requests": args.requests, "url": "private loopback instance", "results": results}
     print(json.dumps(res, indent=2))
-    write(args.out, res, markdown(res))
+    write("serve_load", res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -27,15 +27,9 @@ from common import ROOT, actor_pids, descendants, env, jsonl, md_table, start, s
 from faults import train_cmd
 
 sys.path.insert(0, str(ROOT / "tests"))  # ray_head
-PROBE = """
-import collections, json, subprocess, ray
-ray.init(address={address!r}, log_to_driver=False, namespace="soak")
-from ray.util.state import list_objects
-objs = list_objects(limit=10000, detail=True, raise_on_missing_output=False)
-title = dict(l.split(None, 1) for l in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.split(chr(10))[1:] if l.strip())
-by = collections.Counter(f"{{title.get(str(o.pid), '?').split()[0]}} | {{o.reference_type}} | {{o.call_site}}" for o in objs)
-print(json.dumps({{"total": len(objs), "by_owner": dict(by.most_common(8))}}))
-"""
+WARMUP_MIN = 5  # minutes before the figures count
+PROBE = ("import ray; ray.init(address={!r}, log_to_driver=False, namespace='soak'); from ray.util.state import list_objects; "
+         "print(len(list_objects(limit=10000, detail=True, raise_on_missing_output=False)))")
 
 
 def usage(pids: list[int]) -> dict:
@@ -44,22 +38,18 @@ def usage(pids: list[int]) -> dict:
     for p in pids:
         try:
             kb += sum(int(x.split()[1]) for x in Path(f"/proc/{p}/status").read_text().splitlines() if x.startswith("VmRSS:"))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            pass
-        try:
             files += len(os.listdir(f"/proc/{p}/fd"))
-        except (FileNotFoundError, PermissionError):
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
     return {"rss_mb": round(kb / 1024, 1), "open_files": files}
 
 
-def ray_objects(address: str, environment: dict) -> dict | None:
-    """Ray's object references now: how many, and the largest groups by (owning process, reference type, call site).
-    Run in the head's environment (its auth token); a probe that hangs counts as no answer, not as the end of the soak."""
+def ray_objects(address: str, environment: dict) -> int | None:
+    """How many object references Ray holds now, asked in the head's environment (its auth token); a probe that
+    hangs counts as no answer, not as the end of the soak. (Grouped by owner and call site: at tag archive/experiments-2026-12.)"""
     try:
-        r = subprocess.run([sys.executable, "-c", PROBE.format(address=address)], capture_output=True, text=True, timeout=120,
-                           env=environment)
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        r = subprocess.run([sys.executable, "-c", PROBE.format(address)], capture_output=True, text=True, timeout=120, env=environment)
+        return int(r.stdout.split()[-1])
     except (subprocess.TimeoutExpired, ValueError, IndexError):
         return None
 
@@ -101,7 +91,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--kill-every", type=float, default=180)
-    ap.add_argument("--warmup-min", type=float, default=5)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "soak")
     args = ap.parse_args()
@@ -133,8 +122,7 @@ def main() -> None:
             time.sleep(30)
             pids = descendants([train.pid, serve.pid, *raylet_root])
             samples.append({"t_min": round((time.time() - t0) / 60, 2), **usage(pids), "processes": len(pids),
-                            "ray_objects": (probe := ray_objects(head.address, e)) and probe["total"],
-                            "ray_objects_by_owner": probe and probe["by_owner"]})
+                            "ray_objects": ray_objects(head.address, e)})
             print(json.dumps(samples[-1]), flush=True)
             if time.time() - last_kill > args.kill_every:
                 role = random.choice(["GeneratorActor", "JudgeActor"])
@@ -152,7 +140,7 @@ def main() -> None:
         stop_head(head)
     # after warm-up, while everything ran: the sample taken as the run was shutting down says nothing about leaks
     running = max(s["processes"] for s in samples)
-    warm = [s for s in samples if s["t_min"] >= args.warmup_min and s["processes"] == running]
+    warm = [s for s in samples if s["t_min"] >= WARMUP_MIN and s["processes"] == running]
     res = summarize(warm, rows, kills, code, jsonl(args.out / "run" / "metrics.jsonl")[-1], args) | {"samples": samples}
     write_results(res, args)
     print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2))
@@ -162,7 +150,7 @@ def summarize(warm: list[dict], rows: list[dict], kills: list[dict], code: int, 
     lat = sorted(r["s"] for r in rows if r["status"] == 200)
     statuses = dict(collections.Counter(str(r["status"]) for r in rows))
     probed = [s for s in warm if s["ray_objects"] is not None]
-    res = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "minutes": args.minutes, "warmup_min": args.warmup_min,
+    res = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "minutes": args.minutes, "warmup_min": WARMUP_MIN,
            "train_exit": code, "kills": kills, "train_steps": steps["step"],
            "train_restarts": {r: steps.get(f"restarts_{r}") for r in ("generator", "judge")},
            "rss_growth": round(warm[-1]["rss_mb"] / warm[0]["rss_mb"] - 1, 4)}
@@ -170,9 +158,7 @@ def summarize(warm: list[dict], rows: list[dict], kills: list[dict], code: int, 
         vals = [s[key] for s in xs]
         res |= {f"{key}_after_warmup": vals[0] if vals else None, f"{key}_at_end": vals[-1] if vals else None,
                 f"{key}_max_after_warmup": max(vals, default=None), f"{name}_steady": steady(vals)}
-    res |= {"ray_objects_by_owner": {"after_warmup": probed[0].get("ray_objects_by_owner") if probed else None,
-                                     "at_end": probed[-1].get("ray_objects_by_owner") if probed else None},
-            "requests": len(rows), "statuses": statuses, "unanswered": statuses.get("None", 0),
+    res |= {"requests": len(rows), "statuses": statuses, "unanswered": statuses.get("None", 0),
             "every_request_answered": statuses.get("None", 0) == 0 and all(k in ("200", "422", "400", "413", "503") for k in statuses),
             "latency_s": {"p50": round(lat[len(lat) // 2], 4) if lat else None, "p99": round(lat[int(len(lat) * 0.99)], 4) if lat else None}}
     objs = res["ray_objects_steady"]
@@ -183,26 +169,23 @@ def summarize(warm: list[dict], rows: list[dict], kills: list[dict], code: int, 
 
 
 def write_results(res: dict, args) -> None:
-    def row(name: str, k: str, key: str) -> tuple:
-        st = res[f"{k}_steady"]
+    def row(label: str, name: str, key: str) -> tuple:
+        st = res[f"{name}_steady"]
         growth = "n/a" if st["growth"] is None else f"{st['growth']:+.1%}"
-        return (name, res[f"{key}_after_warmup"], res[f"{key}_at_end"], f"{st['middle_median']} -> {st['last_median']} ({growth})",
+        return (label, res[f"{key}_after_warmup"], res[f"{key}_at_end"], f"{st['middle_median']} -> {st['last_median']} ({growth})",
                 st["slope_per_10_samples"])
 
     write("soak", res, "\n".join([
         f"# Soak ({args.minutes:g} minutes)", "", (f"Produced by `{res['command']}` on 2 CPU cores: `srum train --engine ray` with "
         f"{len(res['kills'])} actor kills ({', '.join(k['role'] for k in res['kills'])}), beside `srum serve` under {args.concurrency} "
         f"clients. Train exit {res['train_exit']}, {res['train_steps']} steps, restarts {res['train_restarts']}. Samples every 30 s; "
-        f"warm-up {res['warmup_min']:g} min. *Steady state*: the median of the last third of the post-warm-up samples "
-        f"against the median of the middle third (a bounded cache filled during warm-up does not count, a leak keeps "
-        f"rising), and the least-squares slope per 10 samples (5 minutes)."), "",
-        *md_table(["figure", "after warm-up", "at end", "steady state: middle -> last third", "slope / 5 min"], [
-            row("RSS of every process (MB)", "rss", "rss_mb"), row("open files", "open_files", "open_files"),
-            row("Ray objects", "ray_objects", "ray_objects")]), "",
+        f"warm-up {res['warmup_min']:g} min; *steady state*: the notes below."), "",
+        *md_table(["figure", "after warm-up", "at end", "steady state: middle -> last third", "slope / 5 min"],
+                  [row("RSS of every process (MB)", "rss", "rss_mb"), row("open files", "open_files", "open_files"),
+                   row("Ray objects", "ray_objects", "ray_objects")]), "",
         f"RSS growth after warm-up: {100 * res['rss_growth']:+.1f} % (limit 10 %). Pass: {res['pass']}.", "",
         (f"Requests: {res['requests']}, statuses {res['statuses']}; latency of answered requests p50 {res['latency_s']['p50']} s, "
-         f"p99 {res['latency_s']['p99']} s."), "", "Ray objects at the end by (owning process | reference type | call site):", "",
-        *(f"- {k}: {v}" for k, v in (res["ray_objects_by_owner"]["at_end"] or {}).items())]) + "\n")
+         f"p99 {res['latency_s']['p99']} s.")]) + "\n")
 
 
 if __name__ == "__main__":

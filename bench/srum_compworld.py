@@ -26,7 +26,7 @@ from srum.evaluate import run_eval
 from srum.models import SampleOptions, load_model, weights_sha256
 from srum.world import CATEGORIES, heldout_set
 
-from common import RESULTS, md_table, previous, table_lock  # bench/ is on sys.path when a script in it runs
+from common import RESULTS, md_table, previous, table_lock, write  # bench/ is on sys.path when a script in it runs
 
 # Rows keep the configuration they ran, by name, when the default changes (docs/results/srum_compworld.md, "How it was
 # run"): until 2026-12-05 evening lambda was 0.1 (LAMBDA_01); before, the map's global factor was the paper's
@@ -177,7 +177,7 @@ def main() -> None:
     k = args.images_per_prompt
     sha = weights_sha256(cfg.model)[:12]
     args.out = args.out / sha  # runs of other weights are never resumed into this table
-    res_file, md_file = RESULTS / f"{args.table}.json", RESULTS / f"{args.table}.md"
+    res_file = RESULTS / f"{args.table}.json"
     previous(res_file, model_sha256=sha, budget_min=args.budget_min)  # another weights' table: refused before training
     base_report = evaluate_base(cfg, k, args.out)
     base = base_report["overall"]
@@ -198,14 +198,7 @@ def main() -> None:
                    "model": cfg.model, "model_sha256": sha, "budget_min": args.budget_min, "eval_prompts": cfg.eval.prompts,
                    "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
             res |= {key: v for key, v in old.items() if key not in res}  # figures added by hand (the README's command 1) stay
-            res_file.write_text(json.dumps(res, indent=2) + "\n")
-            md_file.write_text(markdown(res) + _notes(md_file))
-
-
-def _notes(md: Path) -> str:
-    """The hand-written section under the table, kept across regenerations."""
-    marker = "\n## What the rows show"
-    return marker + md.read_text().partition(marker)[2] if md.exists() and marker in md.read_text() else ""
+            write(res_file.with_suffix(""), res, markdown(res), notes="\n## What the rows show")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError
-from .io import InputError
+from .io import InputError, StopRun
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         print(f"srum: error: {e}", file=sys.stderr)
         return 2
+    except StopRun as e:  # a check stopped a run by name (issue 39); the newest checkpoint is the last good one
+        print(f"srum: stopped ({e.reason}): {e}", file=sys.stderr)
+        return 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     c = world.add_parser("check", help="the oracle's verdict for every image of a manifest")
     c.add_argument("--manifest", required=True, type=Path)
     c.set_defaults(func=cmd_world_check)
-    s = world.add_parser("prompts", help="write a prompt set as JSONL (heldout, or a slice of the training stream)")
-    s.add_argument("--set", dest="which", choices=["heldout", "train"], default="heldout")
+    s = world.add_parser("prompts", help="write a prompt set as JSONL (an evaluation split, or a slice of the training stream)")
+    s.add_argument("--set", dest="which", choices=["heldout", "validation", "test", "train"], default="heldout")
     s.add_argument("--n", type=int, default=300, help="number of training-stream prompts")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, type=Path)
@@ -50,11 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="CompWorld-Bench: generate, check with the oracle, report")
     ev.add_argument("--model", default="builtin")
-    ev.add_argument("--prompts", type=Path, help="JSONL prompt file (default: the held-out evaluation set)")
+    ev.add_argument("--prompts", type=Path, help="JSONL prompt file (default: the evaluation split, --split)")
+    ev.add_argument("--split", choices=["heldout", "validation", "test"], default="heldout",
+                    help="without --prompts: heldout (the 300 held-out wordings), or the scene split's validation / test")
     ev.add_argument("--images-per-prompt", type=int, default=4)
     ev.add_argument("--out", required=True, type=Path)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--steps", type=int, default=20, help="sampler steps (flow models)")
+    ev.add_argument("--steps", type=int, help="Euler steps (flow models; default: the model's own, bagel 49)")
     ev.add_argument("--cfg-scale", type=float, help="classifier-free guidance (default: the model's own)")
     ev.add_argument("--device", default="auto", help="cpu, cuda[:N], or auto (a GPU if torch sees one)")
     ev.set_defaults(func=cmd_eval)
@@ -142,11 +147,11 @@ def cmd_world_check(args) -> int:
 
 def cmd_world_prompts(args) -> int:
     from .io import write_jsonl
-    from .world import heldout_set, training_spec
+    from .world import eval_set, training_spec
 
     if args.n < 1:
         raise InputError(f"--n must be at least 1 (got {args.n})")
-    specs = heldout_set() if args.which == "heldout" else [training_spec(args.seed, i) for i in range(args.n)]
+    specs = eval_set(args.which) if args.which != "train" else [training_spec(args.seed, i) for i in range(args.n)]
     write_jsonl(args.out, [{"prompt": s.prompt, "category": s.category} for s in specs])
     print(f"wrote {len(specs)} prompts to {args.out}")
     return 0
@@ -167,14 +172,14 @@ def cmd_eval(args) -> int:
     from .evaluate import run_eval
     from .models import SampleOptions, load_model
     from .rollout.sources import read_prompt_file
-    from .world import heldout_set
+    from .world import eval_set
 
     if args.images_per_prompt < 1:
         raise InputError(f"--images-per-prompt must be at least 1 (got {args.images_per_prompt})")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1 (got {args.steps})")
     _out_dir(args.out)
-    specs = read_prompt_file(args.prompts) if args.prompts else heldout_set()
+    specs = read_prompt_file(args.prompts) if args.prompts else eval_set(args.split)
     model = load_model(args.model, args.device)
     opts = SampleOptions(cfg_scale=args.cfg_scale, steps=args.steps if model.objective == "flow" else None)
     report = run_eval(model, specs, args.images_per_prompt, args.out, args.seed, opts)
@@ -250,21 +255,45 @@ def cmd_judge(args) -> int:
 
 def check_train(cfg, out: Path) -> None:
     """What can be refused before a Ray instance starts: the run directory, the model, the training mode."""
-    from .models import backend_of, model_dir
+    from .models import backend_of, model_dir, train_modes
     from .run import prepare
 
     prepare(out, cfg)
     if cfg.rollout.prompts != "compworld" and not Path(cfg.rollout.prompts).exists():
         raise InputError(f"rollout.prompts: {cfg.rollout.prompts}: no such prompt file")
     backend = backend_of(model_dir(cfg.model))
-    if cfg.learner.train == "lora" and backend != "janus":
-        raise ConfigError(f"learner.train: lora needs a janus model; {cfg.model} is a {backend} model")
+    _check_models(cfg, out)
+    modes = train_modes(backend)
+    if cfg.learner.train not in modes:
+        need = "a backend with add_lora" if cfg.learner.train == "lora" else f"one of {', '.join(modes)}"
+        raise ConfigError(f"learner.train: {cfg.learner.train} needs {need}; {cfg.model} is a {backend} model, "
+                          f"which trains {', '.join(modes)}")
+    sampling = cfg.rollout.sampling
+    if (sampling.height is not None or sampling.width is not None) and sampling.height != sampling.width:
+        raise ConfigError(f"rollout.sampling: height and width: training pools the reward map to a square token grid, "
+                          f"so set both to one size (got {sampling.height} x {sampling.width})")
     import importlib.util
 
     for name in cfg.logging.trackers:
         module = {"tensorboard": "torch.utils.tensorboard"}.get(name, name)
         if importlib.util.find_spec(module.split(".")[0]) is None or (name == "tensorboard" and importlib.util.find_spec("tensorboard") is None):
             raise ConfigError(f"logging.trackers: {name} is not installed; pip install 'srum[trackers]'")
+
+
+def _check_models(cfg, out: Path) -> None:
+    """Every model directory the run will load, strictly (headers: names, shapes, dtypes), before anything starts:
+    the model, the checkpoint a resume loads, a vLLM judge's and a detector's directory."""
+    from .learner.checkpoints import latest_checkpoint
+    from .models import check_model
+    from .models.strict import check_hf_dir
+
+    check_model(cfg.model)
+    if (ckpt := latest_checkpoint(out)) is not None:
+        check_model(ckpt / "model")
+    if cfg.reward.judge.engine == "vllm" and cfg.reward.judge.model:
+        check_hf_dir(Path(cfg.reward.judge.model), "reward.judge.model")
+    if cfg.reward.proposer.startswith("detector:"):
+        check_hf_dir(Path(cfg.reward.proposer.split(":", 1)[1]), f"reward.proposer {cfg.reward.proposer}")
 
 
 def _out_dir(out: Path) -> None:
@@ -284,10 +313,29 @@ if __name__ == "__main__":
 
 def config_reference() -> str:
     """docs/config.md: every key of `srum train` and `srum pretrain` (a test keeps the file in step with the code)."""
-    from .config import TrainConfig, reference_markdown
+    from .config import TrainConfig
     from .pretrain import JanusPretrainConfig
 
     return ("# Configuration reference\n\nGenerated from the pydantic models in `srum/config.py` and "
             "`srum/pretrain/config.py` (a test keeps this file in step with the code).\n\n"
             + reference_markdown(TrainConfig, "`srum train` (TrainConfig)") + "\n"
             + reference_markdown(JanusPretrainConfig, "`srum pretrain` (JanusPretrainConfig)"))
+
+
+def reference_markdown(cls, title: str) -> str:
+    """A table of every key of `cls` (dotted), its type and default: docs/config.md is made from it."""
+    rows = []
+
+    def walk(model, prefix: str) -> None:
+        for name, f in type(model).model_fields.items():
+            value = getattr(model, name)  # the default as the parent section sets it
+            if hasattr(value, "model_fields"):  # a section
+                walk(value, f"{prefix}{name}.")
+                continue
+            ann = f.annotation
+            typ = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            typ = typ.replace("|", "\\|")  # `float | None` would otherwise split the table's cell
+            rows.append(f"| `{prefix}{name}` | {typ} | `{value}` |")
+
+    walk(cls(), "")
+    return f"## {title}\n\n| key | type | default |\n|---|---|---|\n" + "\n".join(rows) + "\n"

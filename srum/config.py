@@ -28,6 +28,20 @@ class SamplingConfig(Section):
     top_k: int | None = Field(None, ge=0)  # autoregressive models; 0 = every token
     steps: int | None = Field(None, ge=1)  # flow models: Euler steps
     eta: float | None = Field(None, ge=0)  # flow models: 0 = ODE
+    # flow models (bagel; janus ignores them): the image size in pixels (multiples of 16 within the latent position
+    # table; training needs a square image) and BAGEL's sampler settings (docs/bagel-format.md, "Generation")
+    height: int | None = Field(None, ge=16)
+    width: int | None = Field(None, ge=16)
+    timestep_shift: float | None = Field(None, gt=0)  # bagel: 3.0 at inference
+    cfg_interval: tuple[float, float] | None = None  # bagel: guidance where lo < t <= hi; (0.4, 1.0)
+    cfg_renorm_type: Literal["global", "channel", "text_channel"] | None = None  # bagel: global
+    cfg_renorm_min: float | None = Field(None, ge=0, le=1)  # bagel: 0.0
+
+    @model_validator(mode="after")
+    def _interval_in_order(self):
+        if self.cfg_interval is not None and not 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1:
+            raise ValueError(f"cfg_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (got {list(self.cfg_interval)})")
+        return self
 
 
 class ConfigError(ValueError):
@@ -128,11 +142,12 @@ def dump_config(cfg: BaseModel) -> str:
 
 class RolloutConfig(Section):
     prompts: str = "compworld"  # compworld (the training stream) | a .jsonl / .json prompt file
+    # compworld: training scenes only (srum/world/scenes.py), so the validation and test scenes stay unseen. Off
+    # until the built-in is re-pretrained on training scenes (issue 37); the figures so far ran without it
+    scenes: bool = False
     prompts_per_step: int = Field(16, ge=1)  # x samples_per_prompt = 64 own samples a learner step
     # a group per prompt for per-prompt centring, which needs siblings that differ: a prompt passed 28 % of the time
-    # has two samples that differ 40 % of the time, a group of 4 that holds a pass and a failure 73 % of the time.
-    # 16 x 4 against 32 x 2 at the same 64 samples a step: +0.9 points at 20 minutes (3 seeds, within 1.5 standard
-    # errors), +1.3 at 10 (docs/results/srum_compworld.md)
+    # has two samples that differ 40 % of the time, a group of 4 a pass and a failure 73 % (docs/results/srum_compworld.md)
     samples_per_prompt: int = Field(4, ge=1)
     sampling: SamplingConfig = SamplingConfig()
 
@@ -148,7 +163,11 @@ class JudgeConfig(Section):
     question: str = "Does the image show {}? Answer yes or no."  # vllm yes/no; {} is the prompt or object phrase
     yes: str = "Yes"
     no: str = "No"
-    retries: int = Field(2, ge=0)  # text mode: re-asks when a score is missing, then neutral 0 (counted)
+    retries: int = Field(2, ge=0)  # text mode: re-asks when a score is missing; then the sample has failed
+    # A failed sample (unparsed after the retries, a judge error; never a neutral 0) is dropped with its prompt's
+    # whole group and counted; the run stops when more than this share of the last `failure_window` samples failed.
+    max_failure_share: float = Field(0.5, ge=0.0, le=1.0)
+    failure_window: int = Field(64, ge=1)  # samples
     kv_cache_mb: int = Field(256, ge=16)  # vllm on CPU: the KV cache's size (vLLM would otherwise take 92 % of RAM)
     max_model_len: int = Field(1024, ge=64)
 
@@ -185,15 +204,12 @@ class RewardConfig(Section):
     match: float = 0.5
     unmatched: Literal["negative", "drop"] = "negative"
     # the map's global score is the judge's fine-grained verdict, the lowest of the global answer, every region's score
-    # and the relation reading (an image is as good as its worst part); the regions still raise the map where they are
-    # judged well. The default since it measured better than the paper's global answer alone (20 minutes, 3 seeds:
-    # 0.748 +- 0.006 against 0.734 +- 0.006; 10 minutes: 0.730 +- 0.004 against 0.715 +- 0.009;
-    # docs/results/srum_compworld.md); false is the paper's form
+    # and the relation reading (an image is as good as its worst part); measured better than the paper's global answer
+    # alone (docs/results/srum_compworld.md); false is the paper's form
     strict_global: bool = True
     # read a prompt's relations (CompWorld's, or a free-text "X on the left of Y") off the regions the model recognises
-    # as its objects (their centres compared, as T2I-CompBench scores spatial prompts): part of the fine-grained
-    # verdict (strict_global, the benches), since a tiny model's whole-image answer does not read relations
-    # (srum/rewards/relations.py)
+    # as its objects (their centres compared, as T2I-CompBench scores spatial prompts): the `grounded` part of the
+    # fine-grained verdict, not the model's own reading (srum/rewards/relations.py)
     relations: bool = True
     relation_margin: float = Field(1 / 16, ge=0, lt=1)  # of the image's width: related centres at least this far apart
     judge: JudgeConfig = JudgeConfig()
@@ -225,7 +241,10 @@ class LearnerConfig(Section):
 
 
 class EvalConfig(Section):
-    prompts: int = Field(300, ge=1)  # the first N prompts of the held-out set (all 300 by default)
+    # heldout: the 300 held-out wordings every figure so far used; validation / test: the scene split's held-out
+    # scenes (srum/world/scenes.py), for choices and for claims, once the built-in is pretrained on training scenes
+    split: Literal["heldout", "validation", "test"] = "heldout"
+    prompts: int = Field(300, ge=1)  # the first N prompts of the split (all 300 of heldout by default)
     images_per_prompt: int = Field(4, ge=1)
     seed: int = 0
     sampling: SamplingConfig = SamplingConfig()  # null keys: the model's defaults
@@ -237,6 +256,9 @@ class ActorResources(Section):
     num_cpus: float = 0.5  # fractional CPUs share a laptop's cores; on a GPU cluster give whole GPUs
     num_gpus: float = 0.0
     threads: int = 1  # torch intra-op threads inside the actor
+    # custom resources that pin the role to a pool of nodes, as a KubeRay worker group declares them in its
+    # rayStartParams (e.g. {rollout_pool: 1}: each actor of the role takes one unit on a node that offers it)
+    resources: dict[str, float] = {}
 
 
 class StandInConfig(Section):
@@ -270,6 +292,9 @@ class RayConfig(Section):
     stand_in: StandInConfig = StandInConfig()
     status_every: int = 10  # the driver prints a one-line status every N learner steps
     learner_restarts: int = Field(3, ge=0)  # a dead learner: back to the newest checkpoint this many times, then stop
+    # a role none of whose actors runs (its nodes lost) waits this long for its pool to come back, then the run stops
+    # with a checkpoint (the same command resumes)
+    pool_wait_s: float = Field(600.0, gt=0)
 
     @model_validator(mode="after")
     def _staleness_covers_sync(self):
@@ -323,22 +348,3 @@ class TrainConfig(Section):
             raise ValueError("ray.weights=collective broadcasts to generators only: with learner.judge_follows=true "
                              "use ray.weights=object_store or shared_memory")
         return self
-
-
-def reference_markdown(cls: type[BaseModel], title: str) -> str:
-    """A table of every key of `cls` (dotted), its type and default: docs/config.md is made from it."""
-    rows = []
-
-    def walk(model: BaseModel, prefix: str) -> None:
-        for name, f in type(model).model_fields.items():
-            value = getattr(model, name)  # the default as the parent section sets it
-            if isinstance(value, BaseModel):
-                walk(value, f"{prefix}{name}.")
-                continue
-            ann = f.annotation
-            typ = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
-            typ = typ.replace("|", "\\|")  # `float | None` would otherwise split the table's cell
-            rows.append(f"| `{prefix}{name}` | {typ} | `{value}` |")
-
-    walk(cls(), "")
-    return f"## {title}\n\n| key | type | default |\n|---|---|---|\n" + "\n".join(rows) + "\n"

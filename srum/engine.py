@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import TrainConfig
+from .io import StopRun
 from .run import Budget, Run
 from .stages import JudgeStage, LearnerStage, RolloutStage, load_policy
 
@@ -41,12 +42,19 @@ class LocalEngine:
                 self.log(f"time budget of {cfg.time_budget_min} min reached at step {self.step}")
                 self.checkpoint()
                 break
-            m, rollouts, judgements = self.train_step(self.step)
-            self.step += 1
-            run.write_samples(self.step, rollouts, judgements)
-            run.record(self.step, m, {"batch": self.step - 1, "ids": [r.id for r in rollouts]})
+            try:
+                m, rollouts, judgements = self.train_step(self.step)
+                self.step += 1
+                run.write_samples(self.step, rollouts, judgements)
+                run.record(self.step, m, {"batch": self.step - 1, "ids": [r.id for r in rollouts]})
+                run.judge_failures(self.step, m)  # a judge failing too often stops the run (after its row)
+            except StopRun as e:  # nothing from the bad state is written: no checkpoint (and no row of a bad update)
+                bar.close()
+                run.stopped(e, self.step)
+                raise
             bar.update(1)
-            bar.set_postfix(g=m["global_reward"], loc=m["local_reward"], loss=round(m["total"], 4), kl=round(m["kl_term"], 5))
+            if m["total"] is not None:  # None: every group of the batch held a failed judgement, nothing learned
+                bar.set_postfix(g=m["global_reward"], loc=m["local_reward"], loss=round(m["total"], 4), kl=round(m["kl_term"], 5))
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.checkpoint()
         bar.close()

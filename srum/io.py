@@ -113,6 +113,19 @@ def _step_of(line: str) -> float:
         return float("inf")  # a row cut short by a kill: dropped
 
 
+class StopRun(RuntimeError):
+    """A check that stops a run by name (issue 39): numbers that went non-finite, a judge that keeps failing,
+    weights a generator does not hold as they were published. `reason` names the check. Nothing is written from
+    the bad state: the run's newest checkpoint is its last good one, and the same command resumes from it."""
+
+    def __init__(self, reason: str, message: str, step: int | None = None):
+        super().__init__(message)
+        self.reason, self.message, self.step = reason, message, step
+
+    def __reduce__(self):  # crosses Ray's process boundaries intact
+        return (type(self), (self.reason, self.message, self.step))
+
+
 class ModelDirError(InputError):
     """A model directory that cannot be loaded, with the directory or file and the reason."""
 

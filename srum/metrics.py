@@ -47,10 +47,17 @@ METRICS = {m.name: m for m in [
     Metric("srum_staleness", "gauge", "versions between the policy that made the last learned batch and the learner's"),
     Metric("srum_queue_depth", "gauge", "batches waiting or in flight at each stage: generating, to_judge, judging, to_learn", ("stage",)),
     Metric("srum_dropped_stale", "counter", "batches dropped because their policy lagged by more than max_staleness"),
-    Metric("srum_judge_parse_fallbacks", "counter", "text-judge outputs that could not be parsed after the retries (scored 0)"),
+    Metric("srum_judge_failures", "counter", "samples the judge failed to score (unparsed, judge errors): dropped with "
+           "their prompt's group, never learned from; the run stops above reward.judge.max_failure_share"),
+    Metric("srum_judge_parse_fallbacks", "counter", "text-judge scores still missing after the retries (their samples fail: srum_judge_failures)"),
+    Metric("srum_weight_digest_mismatch", "counter", "generators whose weights after a sync did not match the "
+           "published version's digest: the run stops"),
     Metric("srum_idle_ratio", "gauge", "fraction of wall time a stage's actor waited for work", ("stage",)),
     Metric("srum_restarts", "counter", "dead actors replaced (label role: the role of the replaced actors)"),
     Metric("srum_samples_per_second", "gauge", "scored samples learned from per second, end to end"),
+    Metric("srum_nodes_lost", "counter", "cluster nodes that died during the run (their actors were replaced)"),
+    Metric("srum_autoscale_decisions", "counter", "generators added (grow) or retired (shrink) by ray.autoscale", ("action",)),
+    Metric("srum_actors", "gauge", "actors of each role on each node, as placed at start (RUN/placement.json)", ("role", "node")),
 ]}
 
 

@@ -32,3 +32,4 @@ class Judgement:
     regions: list[Region] = field(default_factory=list)
     reward_map: np.ndarray | None = None  # float32 H x W
     relation_score: float | None = None  # in [-1, 1]: the prompt's relations read off the recognised regions; None: none read
+    failed: str | None = None  # why the judge could not score it (unparsed answer, judge error): never learned from

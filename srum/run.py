@@ -18,16 +18,17 @@ import yaml
 
 import json
 import time
+from collections import deque
 
 import torch
 
 from .config import TrainConfig, dump_config
 from .evaluate import run_eval
-from .io import InputError, open_log, write_json, write_text
+from .io import InputError, StopRun, open_log, write_json, write_text
 from .learner.checkpoints import latest_checkpoint
 from .samples import write_grid
 from .trackers import Trackers
-from .world import heldout_set
+from .world import eval_set
 
 # What a run is: changing any of these and resuming would continue another run's weights under new rules.
 # Steps, evaluation, checkpointing, time budget and the Ray layout may change between invocations.
@@ -61,6 +62,7 @@ def _differences(a, b, path: str):
         yield path, a, b
 
 
+STOPPED = "stopped.json"  # why a check stopped the run (issue 39); removed when the run is started again
 GRID_CAPTION = "image | reward map | prompt, judge, oracle"
 
 
@@ -77,6 +79,34 @@ class Run:
         prepare(self.dir, self.cfg)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text(self.dir / "config.yaml", dump_config(self.cfg))
+        (self.dir / STOPPED).unlink(missing_ok=True)  # a rerun resumes from the newest checkpoint: running again
+
+    def judge_failures(self, step: int, row: dict) -> None:
+        """Book a learned step's failed judgements (`judge_failures` of its `judge_samples`); stop the run (StopRun
+        "judge_failures") when more than reward.judge.max_failure_share of the last failure_window samples failed.
+        The step itself stands: its failed groups were dropped, never learned from."""
+        j = self.cfg.reward.judge
+        if not hasattr(self, "_window"):
+            self._window = deque(maxlen=j.failure_window)
+        failed, total = row.get("judge_failures") or 0, row.get("judge_samples") or 0
+        self._window.extend([True] * failed + [False] * (total - failed))
+        bad = sum(self._window)
+        if bad > j.max_failure_share * j.failure_window or (len(self._window) == j.failure_window
+                                                              and bad / j.failure_window > j.max_failure_share):
+            raise StopRun("judge_failures", f"the judge failed {bad} of the last {len(self._window)} samples (more than "
+                          f"reward.judge.max_failure_share {j.max_failure_share} of a window of {j.failure_window}) at step "
+                          f"{step}; failed samples are dropped, never scored 0: fix the judge, then run the same command "
+                          "to resume", step)
+
+    def stopped(self, e: StopRun, step: int) -> None:
+        """A check stopped the run (issue 39): say so by name (log line, RUN/stopped.json, which `srum status`
+        shows). Nothing is written from the bad state: the newest checkpoint is the last good one."""
+        latest = latest_checkpoint(self.dir)
+        write_json(self.dir / STOPPED, {"reason": e.reason, "message": str(e), "after_step": step,
+                                        "checkpoint": latest.name if latest else None})
+        self.log(f"srum: run stopped ({e.reason}) after step {step}: {e}; the newest checkpoint "
+                 f"({latest.name if latest else 'none'}) is the last good state")
+        self.finish_logs()
 
     # ---- evaluation ----
     def wants_initial_eval(self, step: int) -> bool:
@@ -87,7 +117,7 @@ class Run:
         from .models import SampleOptions
 
         e = self.cfg.eval
-        report = run_eval(policy, heldout_set()[: e.prompts], e.images_per_prompt, self.dir / "eval" / name, e.seed,
+        report = run_eval(policy, eval_set(e.split, e.prompts), e.images_per_prompt, self.dir / "eval" / name, e.seed,
                           SampleOptions.of(e.sampling), save_images=True, judge_model=judge_model)
         self.log(f"eval {name}: CompWorld-Bench {report['overall']:.4f}, judge mean global {report['judge_mean_global']:.4f}")
         return report
@@ -128,7 +158,9 @@ class Run:
 
     def write_samples(self, step: int, rollouts, judgements) -> None:
         path = self.sample_path(step)
-        if path is not None:
+        pairs = [(r, j) for r, j in zip(rollouts, judgements) if j.failed is None]  # a failed judgement has no map
+        if path is not None and pairs:
+            rollouts, judgements = zip(*pairs)
             write_grid(path, rollouts, judgements)
 
     def close(self) -> None:

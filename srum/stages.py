@@ -14,6 +14,7 @@ srum/testing/stand_in.py), which keep the same interface, so an actor never asks
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from .config import RewardConfig, TrainConfig
 from .learner.learner import Learner
 from .models import SampleOptions, load_model
+from .models.synced import flat_digest
 from .records import Judgement, Rollout
 from .rewards.judge import JudgeOptions, SelfJudge, TextModeJudge
 from .rewards.oracle_judge import OracleJudge
@@ -35,6 +37,7 @@ from .rollout.draw import draw_rollouts
 from .rollout.sources import prompt_source
 from .learner.checkpoints import read_checkpoint, write_checkpoint
 from .testing import stand_in
+from .testing.faults import fault_fires, fault_value
 
 
 def make_proposer(r: RewardConfig, device: str = "cpu"):
@@ -97,7 +100,7 @@ class RolloutStage:
 
     def __init__(self, cfg: TrainConfig, policy=None):
         self.cfg, self.policy = cfg, policy if policy is not None else load_policy(cfg)
-        self.source = prompt_source(cfg.rollout.prompts, cfg.seed)
+        self.source = prompt_source(cfg.rollout.prompts, cfg.seed, cfg.rollout.scenes)
 
     @property
     def device(self) -> str:
@@ -106,6 +109,14 @@ class RolloutStage:
     def load(self, flat, version: int) -> None:
         """Generators only read their weights: the published buffer is used in place, no copy."""
         load_weights(self.policy, flat, version, share=True)
+        if fault_fires("corrupt_weights", version):  # fault injection: other weights than the published ones
+            p = self.policy.synced[0]
+            p.data = p.data.clone()  # (the published buffer itself is read-only and shared)
+            p.data.view(-1)[0] += 1.0
+
+    def weights_digest(self) -> tuple[float, ...]:
+        """The digest of the weights this generator samples with (issue 39: checked against the published one)."""
+        return self.policy.weights_digest()
 
     def generate(self, batch: int) -> list[Rollout]:
         r = self.cfg.rollout
@@ -126,7 +137,7 @@ class JudgeStage:
             model = vllm_judge(cfg)
         elif model is None:  # the initial model; a judge that follows the policy loads its weights as it goes
             model = load_policy(cfg) if cfg.learner.judge_follows else load_model(cfg.model, cfg.device)
-        self.judge = make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
+        self.cfg, self.judge = cfg, make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
 
     @property
     def model(self):
@@ -138,11 +149,33 @@ class JudgeStage:
         return getattr(self.judge, "fallbacks", 0)
 
     def score(self, rollouts: list[Rollout]) -> list[Judgement]:
-        return self.judge.judge(rollouts)
+        """Judgements, a failed one (`failed` set: unparsed, a vLLM error) where the judge could not score."""
+        try:
+            out = self.judge.judge(rollouts)
+        except Exception as e:  # noqa: BLE001 - a served judge's error fails the batch's samples, counted, never a 0
+            if self.cfg.reward.judge.engine != "vllm":
+                raise  # srum's own torch judge failing is a bug, not a judge's answer
+            out = [Judgement(r.id, 0.0, failed=f"judge error: {type(e).__name__}: {str(e)[:200]}") for r in rollouts]
+        pct = fault_value("judge_fail")  # fault injection: this share of samples (by id, in percent) fails
+        if pct:
+            out = [Judgement(j.rollout_id, 0.0, failed="injected (SRUM_FAULT judge_fail)")
+                   if zlib.crc32(j.rollout_id.encode()) % 100 < pct else j for j in out]
+        return out
 
     def load(self, flat, version: int) -> None:
         """A judge that follows the policy (learner.judge_follows) reads each published version."""
         load_weights(self.model, flat, version)
+
+
+def drop_failed(rollouts: list[Rollout], judgements: list[Judgement], group: int) -> tuple[list, list, int]:
+    """The batch without the groups that hold a failed judgement, and how many samples failed. Whole groups go:
+    per-prompt centring (reward.centre prompt) compares each sample with its prompt's other samples, so a group
+    with a sample missing would be centred on the wrong mean (and the learner's groups would no longer line up)."""
+    bad = {i // group for i, j in enumerate(judgements) if j.failed is not None}
+    if not bad:
+        return list(rollouts), list(judgements), 0
+    keep = [i for i in range(len(judgements)) if i // group not in bad]
+    return [rollouts[i] for i in keep], [judgements[i] for i in keep], sum(j.failed is not None for j in judgements)
 
 
 def reward_metrics(judgements: list[Judgement]) -> dict:
@@ -166,13 +199,24 @@ class LearnerStage:
         return self.learner.version
 
     def step(self, rollouts: list[Rollout], judgements: list[Judgement]) -> dict:
+        n = len(rollouts)
+        rollouts, judgements, failures = drop_failed(rollouts, judgements, self.cfg.rollout.samples_per_prompt)
+        counts = {"judge_samples": n, "judge_failures": failures, "judge_dropped": n - len(rollouts)}  # dropped: failed groups
+        if not rollouts:  # every group had a failed sample: no update, no new version; the step is counted
+            return {"version": self.learner.version, "skipped": True, **counts,
+                    **dict.fromkeys(("total", "reward_term", "kl_term", "grad_norm", "global_reward", "local_reward",
+                                     "map_mean"))}
         noise = step_generator(self.cfg.seed, self.learner.version, 1)
         m = self.learner.step(list(zip(rollouts, judgements)), noise, self.shard)
-        return {"version": self.learner.version, **{k: round(v, 6) for k, v in m.items()}, **reward_metrics(judgements)}
+        return {"version": self.learner.version, **{k: round(v, 6) for k, v in m.items()}, **reward_metrics(judgements), **counts}
 
     def flat_weights(self) -> np.ndarray:
         """The live weights (no copy): serialise it (return it from an actor call, ray.put) before the next step."""
         return self.learner.weights_buffer.cpu().numpy()  # on a GPU: the one device-to-host copy
+
+    def weights_digest(self) -> tuple[float, ...]:
+        """The digest of the weights as published now (`flat_digest` of the flat buffer)."""
+        return flat_digest(self.learner.weights_buffer)
 
     def weights_tensor(self) -> torch.Tensor:
         """The live weights buffer itself, on the learner's device (what a broadcast sends)."""

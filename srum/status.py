@@ -29,14 +29,23 @@ def run_status(run: Path) -> dict:
             if vals:
                 out[k] = round(sum(vals) / len(vals), 4)
         out["dropped_stale"] = last.get("dropped_stale", 0)
+        out["judge_failures"] = {"samples": sum(r.get("judge_failures") or 0 for r in rows),  # issue 39: never a 0
+                                 "dropped": sum(r.get("judge_dropped") or 0 for r in rows),
+                                 "of": sum(r.get("judge_samples") or 0 for r in rows)}
         out["reissued"] = last.get("reissued", 0)  # batches made again after their generator died
         out["restarts"] = {role: last.get(f"restarts_{role}", 0) for role in ("generator", "judge", "learner")}
+        if last.get("nodes_lost"):  # Ray engine on a cluster: nodes that died during the run
+            out["nodes_lost"] = last["nodes_lost"]
     ledger = _rows(run / "ledger.jsonl")
     if ledger:
         ids = [i for r in ledger for i in r.get("ids", [])]
         out["ledger"] = {"steps": len(ledger), "rollouts": len(ids), "distinct_rollouts": len(set(ids))}
     results = run / "results.json"
     out["state"] = "finished" if results.exists() else ("running or interrupted" if rows else "starting")
+    if (run / "stopped.json").exists():  # a check stopped it (issue 39)
+        stop = json.loads((run / "stopped.json").read_text())
+        out["state"] = f"stopped ({stop['reason']}) after step {stop['after_step']}, newest checkpoint {stop['checkpoint']}"
+        out["stopped"] = stop["message"]
     for name in ("initial", "final"):
         f = run / "eval" / name / "report.json"
         if f.exists():

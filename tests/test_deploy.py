@@ -1,6 +1,7 @@
 """deploy/ (issue 6, part 2): every manifest parses; the KubeRay manifests have the three role groups; every
 srum command they run parses with the real CLI and config; images match the pinned Ray version."""
 
+import json
 import re
 import shlex
 import shutil
@@ -92,6 +93,37 @@ def test_kuberay_job_runs_srum_train_on_the_same_cluster():
     assert cfg.ray.generators * cfg.ray.generator.num_gpus <= gpus["generator"]
     assert cfg.ray.judges * cfg.ray.judge.num_gpus <= gpus["judge"]
     assert cfg.ray.learner.num_gpus <= gpus["learner"]
+
+
+def group_pools(cluster) -> dict[str, dict[str, float]]:
+    """Each worker group's custom resources, as its rayStartParams declare them to `ray start --resources`."""
+    out = {}
+    for g in cluster["spec"]["workerGroupSpecs"]:
+        raw = g["rayStartParams"].get("resources", '"{}"')
+        out[g["groupName"]] = json.loads(json.loads(raw) if raw.startswith('"') else raw)
+    return out
+
+
+def test_kuberay_pools_match_the_config_the_job_runs():
+    """Every role asks for a custom resource that its own group's pods offer and no other group does, so each role
+    lands on its pool; autoscaling is on and the groups' sizes cover the actors the job starts."""
+    (job,) = docs("kuberay/rayjob.yaml")
+    cluster = {"spec": job["spec"]["rayClusterSpec"]}
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    argv = shlex.split(job["spec"]["entrypoint"])
+    args = _parser().parse_args(argv[1:])
+    cfg = load_config(TrainConfig, ROOT / "configs" / Path(args.config).name, args.overrides)
+    pools = group_pools(cluster)
+    groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
+    wanted = {"generator": (cfg.ray.generator, cfg.ray.generators), "judge": (cfg.ray.judge, cfg.ray.judges),
+              "learner": (cfg.ray.learner, cfg.ray.learners)}
+    for role, (res, n) in wanted.items():
+        assert res.resources, f"ray.{role}.resources: the job does not pin {role}s to a pool"
+        for name, units in res.resources.items():
+            offers = [g for g, p in pools.items() if name in p]
+            assert offers == [role], (role, name, offers)
+            assert groups[role]["maxReplicas"] * pools[role][name] >= n * units, role
+            assert groups[role]["minReplicas"] * pools[role][name] >= units, role  # one actor placeable at start
 
 
 def test_job_submit_script():

@@ -1,5 +1,5 @@
-"""The controller: a named actor that streams batches generator -> judge -> learner with bounded
-staleness, publishes weights, checkpoints, and answers `srum scale` / `stop` while it runs.
+"""The controller: a named actor that streams batches generator -> judge -> learner with bounded staleness,
+publishes weights, checkpoints, watches the cluster's nodes, and answers `srum scale` / `stop` while it runs.
 
 Bounded staleness, by construction: a new batch is issued only while at most `max_staleness` issued batches
 are unfinished (not yet learned from or dropped), each generated with the newest published weights, so it is
@@ -13,6 +13,7 @@ only each call's small metadata. Weights travel by srum/actors/weights/; what a 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -24,15 +25,18 @@ from ..config import TrainConfig
 from ..learner.checkpoints import latest_checkpoint
 from ..metrics import Recorder
 from ..run import Budget, Run
+from .autoscale import RolloutAutoscaler
 from .cursor import Batch, Cursor
-from .group import ActorGroup, collect, live_pids
+from .group import ActorGroup, collect, live_pids, stop_cause
 from .learner_group import LearnerGroup
+from .nodes import NodeWatch
+from .placement import placement_table
 from .weights import Published, open_publisher
 from .workers import GeneratorActor, JudgeActor
 
 HISTORY_KEYS = ("step", "version", "staleness", "generators", "judges", "global_reward", "local_reward", "total", "kl_term")
 COUNTS = ("generated", "judged", "consumed", "dropped_stale", "reissued", "restarts_generator", "restarts_judge",
-          "abandoned_at_stop", "cancelled_at_stop", "weight_versions")
+          "abandoned_at_stop", "cancelled_at_stop", "weight_versions", "nodes_lost")
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -52,7 +56,6 @@ class Controller:
             self.metrics.touch(name, **({"role": role} if role else {}))  # restarts: by the role of the actors replaced
 
     # ---- called from outside while run() runs (other threads of this actor) ----
-
     def scale(self, generators: int | None = None, judges: int | None = None) -> dict:
         with self.lock:
             if generators is not None:
@@ -75,18 +78,22 @@ class Controller:
         actors["learner"] = list(self.learners.actors) if self.learners else []
         return {role: live_pids(group) for role, group in actors.items()}
 
-    def stop(self, timeout: float = 60.0) -> dict | None:
-        """Finish the current learner step, checkpoint, and return the run summary."""
+    def stop(self, timeout: float = 60.0) -> dict | None:  # after the learner's current step; checkpointed
         self.stopping.set()
         self.finished.wait(timeout)
         return self.result
 
     # ---- the loop ----
-
     def run(self) -> dict:
         try:
             self.result = self._run()
             return self.result
+        except Exception as e:  # a check that stops the run by name (issue 39): said, recorded, no checkpoint
+            stop = stop_cause(e)
+            if stop is None:
+                raise
+            self.run_dir.stopped(stop, self.step)
+            raise stop from None
         finally:
             for group in (self.gens, self.judges):
                 if group is not None:
@@ -103,17 +110,19 @@ class Controller:
         self.judges.add(self.want["judge"])
         # every actor up (models loaded) before the clock starts: start-up is not throughput
         ray.get([a.ping.remote() for a in [*self.gens.actors.values(), *self.judges.actors.values()]])
+        placement_table({"generator": self.gens.actors.values(), "judge": self.judges.actors.values(),
+                         "learner": self.learners.actors}, self.publisher.name, self.run_dir.dir, self.metrics)
+        self.nodes, self.autoscaler = NodeWatch(self.metrics, r.pool_wait_s), RolloutAutoscaler(r, self.metrics)
         self.generating, self.judging = {}, {}  # meta ref -> (actor id, Batch)
         self.to_judge, self.to_learn, self.learning = deque(), deque(), None  # learning: (ref, Batch) in the learner
         self.weights = self._publish()
         self.clock, self.idle_s = Budget(0), 0.0
-        window, last_health = deque(maxlen=max(1, r.status_every)), time.perf_counter()
         while self.step < c.steps and not self.stopping.is_set():
             with self.lock:  # `srum scale` and the autoscale rule set `want`; the groups follow between batches
                 want = dict(self.want)
             self.gens.resize(want["generator"]), self.judges.resize(want["judge"])
             if self.publisher.stale(self.gens.actors):  # generators came or went: a new group, the current version again
-                self.weights = self.publisher.publish(self.version, self.epoch, set(), self.gens.actors)
+                self.weights = self._publish()
             self._issue()
             self._send_to_judges()
             self._start_learning()
@@ -122,13 +131,12 @@ class Controller:
                     self._generated(*self.generating.pop(ref), ref)
                 elif ref in self.judging:
                     self._judged(*self.judging.pop(ref), ref)
-                elif not self._learned_step(window):
+                elif not self._learned_step():
                     break  # the learner died: everything in flight was forgotten with it
-            if time.perf_counter() - last_health > 30:
-                for group in (self.gens, self.judges):
-                    for aid in group.check_health():
-                        self._restarted(group.role, aid, "found dead by a health check")
-                last_health = time.perf_counter()
+            if (why := self.nodes.check([self.gens, self.judges], self._restarted)) is not None:  # a pool gone too long
+                self.counts["stop_reason"] = why
+                self.stopping.set()
+            self.counts["nodes_lost"] = self.nodes.lost
         return self._finish()
 
     def _issue(self) -> None:
@@ -179,7 +187,7 @@ class Controller:
         return ready
 
     def _generated(self, aid: int, b: Batch, ref) -> None:
-        got = collect(self.gens, aid, ref, b.meta)
+        got = collect(self.gens, aid, ref, b.meta, b.rollouts)
         if got != "ok":
             return self._reissue(b, aid if got == "died" else None)
         self.counts["generated"] += 1
@@ -191,7 +199,7 @@ class Controller:
         self.to_judge.append(b)
 
     def _judged(self, aid: int, b: Batch, ref) -> None:
-        got = collect(self.judges, aid, ref, b.meta)
+        got = collect(self.judges, aid, ref, b.meta, b.judgements)
         if got == "ok":
             self.counts["judged"] += 1
             self.metrics.inc("srum_batches", event="judged")
@@ -201,21 +209,24 @@ class Controller:
             self._restarted("judge", aid, f"batch {b.index} goes to another judge")
         self.to_judge.appendleft(b)
 
-    def _learned_step(self, window: deque) -> bool:
+    def _learned_step(self) -> bool:
         """Book the learner's finished step, publish and checkpoint as due; False if the learner died."""
         ref, b = self.learning
         self.learning = None
         try:
             self._learned(ray.get(ref), b)
-            window.append((time.perf_counter(), self.idle_s))
             if self.step % self.cfg.ray.sync_every == 0:
                 self.weights = self._publish()
             if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps:  # the last one follows the loop
                 self._checkpoint()
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            if stop_cause(e) is not None:  # the learner refused its step (non-finite numbers): stop, not restart
+                raise
             self.weights = self._learner_died(e)
             return False
-        self._autoscale(window)
+        if (want := self.autoscaler.after_step(self.idle_s, len(self.gens.idle), self.want["generator"])) is not None:
+            with self.lock:
+                self.want["generator"] = want
         return True
 
     def _finish(self) -> dict:
@@ -223,18 +234,19 @@ class Controller:
         if self.stopping.is_set():
             if self.learning is not None:
                 self._learned(ray.get(self.learning[0]), self.learning[1])
-            # generated and not learned from (so generated == consumed + dropped_stale + abandoned_at_stop), apart
-            # from generations still running, which were never generated
+            # generated == consumed + dropped_stale + abandoned_at_stop; generations still running were never generated
             self.counts["abandoned_at_stop"] = len(self.judging) + len(self.to_judge) + len(self.to_learn)
             self.counts["cancelled_at_stop"] = len(self.generating)
         self._checkpoint()
+        self.autoscaler.release()
         self.run_dir.finish_logs()
         elapsed = self.clock.elapsed
         return {"steps_done": self.step, "version": self.version, **self.counts, "seconds": round(elapsed, 3),
                 "samples_per_s": round(self._samples() / elapsed, 3), "learner_idle_ratio": round(self.idle_s / elapsed, 4),
                 "restarts": {"generator": self.gens.restarts, "judge": self.judges.restarts, "learner": self.learner_restarts},
                 "weight_sync": {**self.sync, "transport": self.publisher.name, **getattr(self.publisher, "stats", {})},
-                "stopped": self.stopping.is_set()}
+                "stopped": self.stopping.is_set(), "nodes": {"lost": self.nodes.lost, "joined": self.nodes.joined},
+                "autoscale": self.autoscaler.trace}
 
     def _unfinished(self) -> int:
         """Batches issued and not yet learned or sent back: the staleness window counts them."""
@@ -242,8 +254,7 @@ class Controller:
 
     # ---- the learner: (re)started from the newest checkpoint ----
     def _start_learners(self) -> None:
-        """(Re)start the learner group from the run's newest checkpoint (or the initial model), and with it the
-        data cursor, the run's logs (from the checkpoint's step on) and the weight publisher."""
+        """(Re)start the learners from the newest checkpoint (or the initial model): cursor, logs, publisher too."""
         self.learners = LearnerGroup(self.cfg_json, self.cfg.ray, str(self.run_dir.dir))
         self.learner = self.learners.lead  # rank 0 speaks for the group: weights, version, checkpoints
         state = self.learners.resume()
@@ -291,17 +302,18 @@ class Controller:
         ray.get(self.learner.checkpoint.remote(self.step, self.cursor.state()))
 
     def _publish(self) -> Published:
-        """The current version, to every generator by the run's transport. In use: the versions of the batches in
-        flight (and, with a following judge, being judged), whose buffers must not be overwritten."""
+        """The current version to every generator; in use: the versions of batches in flight (never overwritten)."""
         self.counts["weight_versions"] += 1
         in_use = {b.version for _, b in self.generating.values()}
         if self.cfg.learner.judge_follows:
             in_use |= {b.meta["judge_weights"] for _, b in self.judging.values()}
-        return self.publisher.publish(self.version, self.epoch, in_use, dict(self.gens.actors))
+        p = self.publisher.publish(self.version, self.epoch, in_use, dict(self.gens.actors))
+        # with the digest of the weights it names, which every generator checks after it syncs (asked of the learner
+        # after the publish call: its calls run in order, so both see one state)
+        return dataclasses.replace(p, digest=ray.get(self.learner.weights_digest.remote()))
 
     def _learned(self, m: dict, b: Batch) -> None:
-        """Book one finished learner step: the data cursor, counters, the run's rows (metrics, ledger, trackers),
-        the status history and the gauges."""
+        """Book one learner step: cursor, counters, the run's rows (metrics, ledger, trackers), history, gauges."""
         self.step += 1
         self.version = m["version"]
         self.counts["consumed"] += 1
@@ -313,6 +325,7 @@ class Controller:
                **self.counts, "restarts_learner": self.learner_restarts,
                "generate_s": round(b.meta.get("generate_s", 0), 4), "judge_s": round(b.meta.get("judge_s", 0), 4)}
         self.run_dir.record(self.step, row, {"batch": b.index, "generated_by": b.version, "ids": b.meta.get("ids", [])})
+        self.run_dir.judge_failures(self.step, row)  # a judge failing too often stops the run (StopRun)
         self.history.append({k: row[k] for k in HISTORY_KEYS})
         self.metrics.inc("srum_batches", event="consumed")
         for name, value in (("srum_staleness", row["staleness"]), ("srum_policy_version", self.version),
@@ -324,27 +337,14 @@ class Controller:
         return self.counts["consumed"] * self.cfg.rollout.prompts_per_step * self.cfg.rollout.samples_per_prompt
 
     # ---- actors that fail, and the group's size ----
-    def _reissue(self, b: Batch, died: int | None) -> None:
-        """Make batch `b` again: its generator `died` (an actor id), or what it read was lost."""
+    def _reissue(self, b: Batch, died: int | None) -> None:  # its generator `died` (an id), or what it read was lost
         self.cursor.give_back(b.index)
         self.counts["reissued"] += 1
         self.metrics.inc("srum_batches", event="reissued")
         if died is not None:
             self._restarted("generator", died, f"its batch {b.index} is re-issued")
 
-    def _restarted(self, role: str, aid: int, what: str) -> None:
-        """Record and say that an actor died and was replaced."""
+    def _restarted(self, role: str, aid: int, what: str) -> None:  # an actor died and was replaced: count, say
         self.metrics.inc("srum_restarts", role=role)
         self.counts[f"restarts_{role}"] += 1
         print(f"srum: {role}-{aid} died; replaced by a new {role}; {what}", flush=True)
-
-    def _autoscale(self, window: deque) -> None:
-        """One more generator while the learner starves: its idle share over the window above `autoscale_idle`."""
-        r = self.cfg.ray
-        if not r.autoscale or len(window) < window.maxlen:
-            return
-        (t_a, idle_a), (t_b, idle_b) = window[0], window[-1]
-        if t_b > t_a and (idle_b - idle_a) / (t_b - t_a) > r.autoscale_idle and self.want["generator"] < r.max_generators:
-            with self.lock:
-                self.want["generator"] += 1
-            window.clear()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from ..config import TrainConfig
@@ -125,7 +126,10 @@ class RayEngine:
                                f"set ray.name to run another beside it")
         except ValueError:
             pass
-        ctl = Controller.options(name=self.cfg.ray.name, namespace=NAMESPACE, lifetime=None).remote(
+        # on the driver's own node (the head, under `ray job submit`): a worker node lost must not take the run's
+        # scheduler with it (it takes no resources, so Ray would otherwise put it on any node)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        ctl = Controller.options(name=self.cfg.ray.name, namespace=NAMESPACE, lifetime=None, scheduling_strategy=here).remote(
             self.cfg.model_dump_json(), str(self.dir))
         run_ref = ctl.run.remote()
         main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
@@ -158,7 +162,19 @@ class RayEngine:
                 printed = st["step"]
                 self.log(status_line(st, time.perf_counter() - t0, self.cfg))
         bar.close()
-        summary = ray.get(run_ref)
+        try:
+            summary = ray.get(run_ref)
+        except ray.exceptions.RayTaskError as e:  # a check stopped the run by name: the controller said so
+            from .group import stop_cause
+
+            stop = stop_cause(e)
+            if stop is None:
+                raise
+            ray.kill(ctl)  # its run() has returned: free the job's name now, as a finished run's end does
+            self.log(f"srum: run stopped ({stop.reason}): {stop} (RUN/stopped.json; the newest checkpoint is the last good state)")
+            raise stop from None
+        if summary.get("stop_reason"):
+            self.log(f"srum: stopped: {summary['stop_reason']}")
         self.log(f"ray engine: {summary['steps_done']} steps, {summary['samples_per_s']} samples/s, "
                  f"{summary['dropped_stale']} stale batches dropped, learner idle {summary['learner_idle_ratio']:.0%}")
         return summary

@@ -9,12 +9,14 @@ its batch first, so nothing it produced is lost), and replaces dead ones.
 from __future__ import annotations
 
 import itertools
+import re
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ..config import ActorResources
+from ..io import StopRun
 
 PLACEMENT_TIMEOUT_S = 120
 
@@ -24,7 +26,8 @@ class PlacementError(RuntimeError):
 
 
 def bundle(res: ActorResources) -> dict[str, float]:
-    b = {"CPU": res.num_cpus, "GPU": res.num_gpus}
+    """What one actor of a role reserves: its CPUs and GPUs, and its pool's custom resources (which nodes it may use)."""
+    b = {"CPU": res.num_cpus, "GPU": res.num_gpus, **res.resources}
     return {k: v for k, v in b.items() if v > 0} or {"CPU": 0.01}
 
 
@@ -34,7 +37,7 @@ def reserve(res: ActorResources, use_placement: bool):
 
 
 def actor_options(res: ActorResources, pg) -> dict:
-    opts = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+    opts = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, **({"resources": dict(res.resources)} if res.resources else {})}
     if pg is not None:
         opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
     return opts
@@ -170,22 +173,33 @@ class ActorGroup:
             remove_placement_group(pg)
 
 
-def collect(group: ActorGroup, aid: int, ref, meta: dict) -> str:
+def collect(group: ActorGroup, aid: int, ref, meta: dict, data=None) -> str:
     """Read a finished call's metadata. A dead actor is replaced; a call that failed because what it read is
     gone (the weights of a learner that died) leaves its actor as it is. Either way the batch is made again:
-    "ok", "died" (replaced) or "lost" (its inputs were). Any other error in the call is a bug, and ends the run."""
+    "ok", "died" (replaced) or "lost" (its inputs were). Any other error in the call is a bug, and ends the run.
+    `data`: the call's other return, whose error is read here too, so Ray does not log it as unhandled."""
     try:
         meta.update(ray.get(ref))
         group.release(aid)
         return "ok"
     except ray.exceptions.RayActorError:
         group.replace(aid)
+        _forget(data)
         return "died"
     except ray.exceptions.RayTaskError as e:
         if not isinstance(e.cause, (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)):
             raise
         group.release(aid)
+        _forget(data)
         return "lost"
+
+
+def _forget(ref) -> None:
+    if ref is not None:
+        try:
+            ray.get(ref, timeout=0)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            pass
 
 
 def live_pids(actors: list, timeout: float = 30.0) -> list[int]:
@@ -196,3 +210,14 @@ def live_pids(actors: list, timeout: float = 30.0) -> list[int]:
         except ray.exceptions.RayActorError:
             pass  # dead: the loop replaces it on its next call
     return pids
+
+
+def stop_cause(e: BaseException) -> StopRun | None:
+    """The StopRun an actor raised (inside Ray's RayTaskError), or None for any other error."""
+    # Ray's RayTaskError(StopRun) is an instance of both: look inside it first
+    cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
+    if not isinstance(cause, StopRun):
+        return None
+    # Ray's copy carries the remote traceback in its text: keep the check's own words (its last line, unprefixed)
+    last = str(getattr(cause, "message", cause)).rstrip().splitlines()[-1]
+    return StopRun(cause.reason, re.sub(r"^(?:[\w.]+(?:Error|StopRun)(?:\(\w+\))?: )+", "", last), cause.step)

@@ -22,8 +22,8 @@ class LearnerGroup:
     def __init__(self, cfg_json: str, r: RayConfig, run_dir: str):
         n = r.learners
         self.pgs = [reserve(r.learner, r.placement) for _ in range(n)]
-        for pg in self.pgs:
-            wait_placed("learner", r.learner, pg)
+        for pg in self.pgs:  # a lost learner node: wait for its pool as long as a role may (ray.pool_wait_s)
+            wait_placed("learner", r.learner, pg, timeout=r.pool_wait_s)
         self.actors = [LearnerActor.options(**actor_options(r.learner, pg)).remote(cfg_json, r.learner.threads, run_dir,
                                                                                   rank=i, world=n)
                        for i, pg in enumerate(self.pgs)]

@@ -16,10 +16,17 @@ import ray
 import torch
 
 from ..config import TrainConfig
+from ..io import StopRun
 from ..metrics import Recorder
+from ..models.synced import digests_match
 from ..run import Run
 from ..stages import judge_stage, learner_stage, rollout_stage
-from .weights.collective import BroadcastGroup, StagingBuffers, connect_store, host_store
+from .weights.collective import (
+    BroadcastGroup,
+    StagingBuffers,
+    connect_store,
+    host_store,
+)
 from .weights.published import Published, fetch
 from .weights.shared_memory import SlotRing
 
@@ -32,6 +39,17 @@ def _setup(cfg_json: str, threads: int) -> TrainConfig:
     if cfg.device == "auto":  # an actor uses a GPU only when Ray gave it one (its num_gpus)
         cfg = cfg.model_copy(update={"device": "cuda" if ray.get_gpu_ids() else "cpu"})
     return cfg
+
+
+class Located:
+    """Where an actor runs: its process (fault-injection tests kill it) and its node (the placement table)."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def where(self) -> dict:
+        ctx = ray.get_runtime_context()
+        return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 class Busy:
@@ -63,7 +81,7 @@ def _fetch(weights: Published | None, held: tuple[int, int], load, get=None) -> 
 
 
 @ray.remote(max_restarts=0, concurrency_groups={"sync": 1})
-class GeneratorActor:
+class GeneratorActor(Located):
     """`generate` runs in the default concurrency group; the collective transport's `join_broadcast` and
     `receive` in "sync", so that a broadcast is received while a batch is being generated."""
 
@@ -71,13 +89,26 @@ class GeneratorActor:
         self.stage = rollout_stage(_setup(cfg_json, threads))
         self.version = NONE  # no weights yet: the first batch always loads the current ones
         self.metrics, self.clock = Recorder("generator", name), Busy()
+        self.metrics.touch("srum_weight_digest_mismatch")
         self.staging, self.group = None, None
 
     def ping(self) -> int:
         return self.version[1]
 
-    def pid(self) -> int:
-        return os.getpid()
+    def _check_digest(self, weights: Published) -> None:
+        """After every sync (and so before the first batch): the weights this generator samples with are the ones
+        the learner published, or the run stops by name. A broadcast that delivered a newer version than the handle
+        names has no digest here to compare with: checked at the next handle of its version."""
+        if weights.digest is None or self.version[1] != weights.version or not hasattr(self.stage, "weights_digest"):
+            return
+        held = self.stage.weights_digest()
+        if not digests_match(held, weights.digest):
+            self.metrics.inc("srum_weight_digest_mismatch")
+            first = next(i for i, (a, b) in enumerate(zip(held, weights.digest)) if not digests_match((a,), (b,)))
+            raise StopRun("weight_digest_mismatch", f"a generator (pid {os.getpid()}) holds other weights than the "
+                          f"learner published as version {weights.version}: chunk {first} of the flat weights sums to "
+                          f"{held[first]!r}, published {weights.digest[first]!r}; no batch was generated from them",
+                          weights.version)
 
     @ray.method(concurrency_group="sync")
     def join_broadcast(self, address: str, epoch: int, rank: int, world: int, backend: str, numel: int) -> None:
@@ -93,6 +124,8 @@ class GeneratorActor:
         """Two returns: small metadata (read by the controller) and the rollouts (passed on by reference)."""
         take = (lambda w: self.staging.take(w.version, w.epoch)) if weights.collective else None
         self.version, sync_s, sync_bytes = _fetch(weights, self.version, self.stage.load, take)
+        if sync_bytes:
+            self._check_digest(weights)
         t = time.perf_counter()
         rollouts = self.stage.generate(batch)
         dt = time.perf_counter() - t
@@ -109,18 +142,16 @@ class GeneratorActor:
 
 
 @ray.remote(max_restarts=0)
-class JudgeActor:
+class JudgeActor(Located):
     def __init__(self, cfg_json: str, threads: int, name: str = "judge"):
         self.stage = judge_stage(_setup(cfg_json, threads))
         self.version = (0, 0)  # the judge starts as the initial model; it moves only if configured to follow
         self.metrics, self.clock, self.fallbacks = Recorder("judge", name), Busy(), 0
         self.metrics.touch("srum_judge_parse_fallbacks")
+        self.metrics.touch("srum_judge_failures")
 
     def ping(self) -> int:
         return self.version[1]
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def score(self, rollouts: list, weights: Published | None = None) -> tuple[dict, list]:
         self.version, _, _ = _fetch(weights, self.version, self.stage.load)  # weights: only when the judge follows
@@ -129,6 +160,8 @@ class JudgeActor:
         dt = time.perf_counter() - t
         self.metrics.observe("srum_judge_latency_seconds", dt)
         self.metrics.set("srum_idle_ratio", self.clock.add(dt), stage="judge")
+        failed = sum(j.failed is not None for j in judgements)  # dropped by the learner, never scored 0
+        self.metrics.inc("srum_judge_failures", failed)
         fallbacks = self.stage.fallbacks  # text judges count unparseable outputs
         self.metrics.inc("srum_judge_parse_fallbacks", fallbacks - self.fallbacks)
         self.fallbacks = fallbacks
@@ -136,7 +169,7 @@ class JudgeActor:
 
 
 @ray.remote(max_restarts=0)
-class LearnerActor:
+class LearnerActor(Located):
     """Rank `rank` of `world` data-parallel learners (1 by default); rank 0 speaks for the group."""
 
     def __init__(self, cfg_json: str, threads: int, run_dir: str, name: str = "learner", rank: int = 0, world: int = 1):
@@ -145,9 +178,6 @@ class LearnerActor:
         self.dir, self.rank, self.world = Path(run_dir), rank, world
         self.run = Run(self.cfg, self.dir)  # for the sample grids it writes
         self.stage = learner_stage(self.cfg, shard=(rank, world))
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def rendezvous(self) -> str:
         """Rank 0: "host:port" of the run's rendezvous store on this node (started on first use), which
@@ -194,6 +224,10 @@ class LearnerActor:
     def weights(self):
         """The current weights as one flat buffer: returned once into the object store per version."""
         return self.stage.flat_weights()
+
+    def weights_digest(self) -> tuple | None:
+        """The digest a published version carries (None for stand-in stages, which have no model)."""
+        return self.stage.weights_digest() if hasattr(self.stage, "weights_digest") else None
 
     # shared-memory transport (rank 0): a ring of slots on this node, written one version at a time
     def open_ring(self, slots: int, tag: str) -> str:

@@ -3,6 +3,7 @@ the policy, and saves / restores its state (safetensors, atomic)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch.distributed as dist
 
 from ..config import LearnerConfig, RewardConfig
 from ..io import (
+    StopRun,
     load_metadata,
     load_optimizer,
     load_tensors,
@@ -18,8 +20,13 @@ from ..io import (
     save_tensors,
 )
 from ..records import Judgement, Rollout
+from ..testing.faults import fault_fires
 from .advantages import centre, pool_to_tokens
 from .objective import srum_loss
+
+
+class NonFiniteError(StopRun):
+    """A non-finite loss term, gradient or weight at an update: the step is not taken, the run stops."""
 
 
 class Learner:
@@ -44,10 +51,23 @@ class Learner:
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         self.version = policy.policy_version
 
-    def token_weights(self, judgements: list[Judgement]) -> torch.Tensor:
+    def token_weights(self, judgements: list[Judgement], tokens: int | None = None) -> torch.Tensor:
+        """The maps pooled to the backend's token grid; `tokens`: the latents' token count, when a flow model drew
+        them at another square size than its default (sampling.height / width)."""
         if self.reward.shuffle:  # the control: every sample gets another sample's map (seeded by the version)
             judgements = [judgements[i] for i in np.random.default_rng(self.version).permutation(len(judgements))]
-        w = pool_to_tokens(np.stack([j.reward_map for j in judgements]), self.policy.token_grid)
+        grid = self.policy.token_grid
+        if tokens is not None and tokens != grid * grid:
+            grid = math.isqrt(tokens)
+            if grid * grid != tokens:
+                raise ValueError(f"latents of {tokens} tokens: not a square grid (train on square images)")
+        maps = np.stack([j.reward_map for j in judgements])
+        if not (np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0):  # the maps' declared range
+            i = next(i for i, m in enumerate(maps) if not (np.isfinite(m).all() and m.min() >= 0.0 and m.max() <= 1.0))
+            raise NonFiniteError("reward_map", f"update {self.version + 1}: the reward map of {judgements[i].rollout_id} "
+                                 f"lies outside [0, 1] (min {maps[i].min()}, max {maps[i].max()}); nothing was learned "
+                                 "from it", self.version + 1)
+        w = pool_to_tokens(maps, grid)
         return centre(w, self.reward.centre, self.group)
 
     def step(self, batch: list[tuple[Rollout, Judgement]], generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
@@ -56,17 +76,32 @@ class Learner:
         group: every rank takes the same step, the one a single learner would take on the whole batch."""
         rollouts, judgements = zip(*batch)
         latents = torch.from_numpy(np.stack([r.latent for r in rollouts]))
-        w = self.token_weights(list(judgements))  # centring needs the whole batch
+        w = self.token_weights(list(judgements), latents.shape[1])  # centring needs the whole batch
         rank, world = shard
         rows = slice(rank * len(batch) // world, (rank + 1) * len(batch) // world)
         losses = srum_loss(self.policy, self.reference, latents, [r.prompt for r in rollouts], w, self.cfg.kl_coef,
                            generator, rows)
+        if fault_fires("nan_loss", self.version + 1):  # fault injection (srum/testing/faults.py)
+            losses["total"] = losses["total"] * float("nan")
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         if world > 1:
             losses = average_over_ranks(self.params, losses, world)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        # Before the step: a non-finite loss, gradient or weight is never applied (the weights stay as the newest
+        # checkpoint and the last published version left them) and stops the run by name.
+        bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
+        bad += ["gradient"] if not torch.isfinite(grad_norm) else []
+        bad += ["weights"] if not torch.isfinite(self.weights_buffer).all() else []
+        if bad:
+            self.opt.zero_grad(set_to_none=True)
+            raise NonFiniteError("non_finite", f"update {self.version + 1}: non-finite {', '.join(bad)} "
+                                 f"({', '.join(f'{k} {float(v.detach())}' for k, v in losses.items())}, grad_norm "
+                                 f"{float(grad_norm)}); the step was skipped, nothing was written from it", self.version + 1)
         self.opt.step()
+        if not torch.isfinite(self.weights_buffer).all():  # a finite gradient that overflowed a weight
+            raise NonFiniteError("non_finite", f"update {self.version + 1}: the step made weights non-finite; nothing "
+                                 "was written from it", self.version + 1)
         self.version += 1
         self.policy.policy_version = self.version
         return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "weight_mean": float(w.mean())}

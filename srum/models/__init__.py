@@ -50,6 +50,14 @@ def _bagel(d: Path, device: str):
 # config.json beside them says.
 BACKENDS = {"janus": lambda d, device: _janus(d), "bagel": _bagel}
 BAGEL_FILES = ("llm_config.json", "ema.safetensors")
+# what each backend's `trainable` accepts (learner.train), known without importing it: `lora` where it has `add_lora`
+# (tests/models/bagel/test_bagel_loop.py checks the table against the classes)
+TRAIN_MODES = {"janus": ("generation", "all", "lora"), "bagel": ("generation", "lora")}
+
+
+def train_modes(backend: str) -> tuple[str, ...]:
+    """The learner.train modes a backend supports."""
+    return TRAIN_MODES[backend]
 
 
 def model_dir(name: str | Path = "builtin") -> Path:
@@ -63,9 +71,9 @@ def weights_sha256(name: str | Path = "builtin") -> str:
 
 
 def backend_of(d: Path) -> str:
-    """The backend that loads directory `d`: BAGEL by its release files, else config.json's model_type; a clear
-    error for anything else."""
-    if all((d / f).exists() for f in BAGEL_FILES):
+    """The backend that loads directory `d`: BAGEL by its release files (either of BAGEL_FILES), else config.json's
+    model_type; a clear error for anything else."""
+    if any((d / f).exists() for f in BAGEL_FILES):  # the strict loader then names any release file that is absent
         return "bagel"
     if (d / "srum.json").exists() and not (d / "config.json").exists():
         return "janus"  # a LoRA checkpoint: adapters + srum.json naming the base
@@ -82,6 +90,16 @@ def backend_of(d: Path) -> str:
     return kind
 
 
+def check_model(name: str | Path = "builtin") -> None:
+    """The strict checks loading would make that need no weights read (names, shapes, dtypes on the safetensors
+    headers; a LoRA checkpoint's base): what `srum train` refuses before a Ray instance starts. A ModelDirError."""
+    d = model_dir(name)
+    if backend_of(d) == "janus":
+        from .janus.directory import check_janus
+
+        check_janus(d)
+
+
 def load_model(name: str | Path = "builtin", device: str = "cpu"):
     """'builtin' or a local model directory. Never a hub. `device`: cpu, cuda[:i] or auto."""
     d = model_dir(name)
@@ -90,4 +108,4 @@ def load_model(name: str | Path = "builtin", device: str = "cpu"):
 
 
 __all__ = ["BACKENDS", "BUILTINS", "BUILTIN_DIR", "DEVICE", "DeviceError", "ModelDirError", "SampleOptions", "backend_of",
-           "load_model", "model_dir", "resolve_device", "weights_sha256"]
+           "check_model", "load_model", "model_dir", "resolve_device", "train_modes", "weights_sha256"]

@@ -7,8 +7,28 @@ or only LoRA adapters), keeps its peft wrapper in `self.peft` (None without LoRA
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
+
+DIGEST_CHUNKS, DIGEST_LEN = 16, 1024  # a weight digest: float64 sums of 16 strided chunks of 1,024 values
+
+
+def digest_spans(n: int) -> list[tuple[int, int]]:
+    """The chunks of a flat buffer of `n` values that a digest sums: 16 spans spread evenly, the first at 0."""
+    return [(c * n // DIGEST_CHUNKS, min(c * n // DIGEST_CHUNKS + DIGEST_LEN, n)) for c in range(DIGEST_CHUNKS)]
+
+
+def flat_digest(flat) -> tuple[float, ...]:
+    """A cheap digest of flat weights (a torch tensor or numpy array): the float64 sum of each of 16 strided chunks
+    (16 k values read, whatever the model's size). It tells versions apart, a buffer from a stale or wrong one, and
+    LoRA adapters from the zeros they start as; a change outside the chunks (one value of billions) it may miss."""
+    t = torch.as_tensor(flat).reshape(-1)
+    return tuple(float(t[a:b].double().sum()) for a, b in digest_spans(t.numel()))
+
+
+def digests_match(a, b) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6) for x, y in zip(a, b))
 
 
 class SyncedWeights:
@@ -36,6 +56,21 @@ class SyncedWeights:
                 yield self
         else:
             yield reference
+
+    def weights_digest(self) -> tuple[float, ...]:
+        """`flat_digest` of the synced weights as the model holds them now (what it samples with), without a flat copy."""
+        bounds, at = [], 0
+        for p in self.synced:
+            bounds.append((at, at + p.numel(), p))
+            at += p.numel()
+        out = []
+        for a, b in digest_spans(at):
+            total = 0.0
+            for lo, hi, p in bounds:
+                if lo < b and hi > a:
+                    total += float(p.detach().reshape(-1)[max(a, lo) - lo : min(b, hi) - lo].double().sum())
+            out.append(total)
+        return tuple(out)
 
     def flat_weights(self) -> torch.Tensor:
         """A float32 copy of the synced weights, flat."""

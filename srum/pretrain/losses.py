@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..world import layout, passes, training_spec
 from ..world.corrupt import global_noise
 from ..world.examples import token_objects, und_example
+from ..world.scenes import shows_heldout
 from ..world.oracle import MAP_COLORS, MAP_SHAPES, describe
 from ..world.render import draw
 from .config import JanusPretrainConfig
@@ -21,7 +22,7 @@ from .patches import IGNORE
 def gen_batch(cfg: JanusPretrainConfig, step: int) -> tuple[np.ndarray, list[str], list[bool]]:
     """Renders of training-stream prompts, their prompts, and which rows drop the prompt (for CFG)."""
     rng = random.Random(f"janus-gen/{cfg.seed}/{step}")
-    specs = [training_spec(cfg.seed, step * cfg.gen_batch + i) for i in range(cfg.gen_batch)]
+    specs = [training_spec(cfg.seed, step * cfg.gen_batch + i, scenes=cfg.scenes) for i in range(cfg.gen_batch)]
     imgs = np.stack([draw(layout(s, rng)) for s in specs])
     return imgs, [s.prompt for s in specs], [rng.random() < cfg.cond_drop for _ in specs]
 
@@ -30,23 +31,25 @@ def und_batch(cfg: JanusPretrainConfig, step: int, model) -> tuple[np.ndarray, l
     """(images, prompts asked about, yes/no labels), labelled by the world's rules."""
     rng = random.Random(f"janus-und/{cfg.seed}/{step}")
     imgs, texts, labels = [], [], []
-    edit_rows = []
+    edit_rows, edit_specs = [], []
     for i in range(cfg.und_batch):
-        spec = training_spec(cfg.seed + 1, step * cfg.und_batch + i)
+        spec = training_spec(cfg.seed + 1, step * cfg.und_batch + i, scenes=cfg.scenes)
         if rng.random() < cfg.und_token_edits:
-            edit_rows.append(len(imgs))
+            edit_rows.append(len(imgs)), edit_specs.append(spec)
             imgs.append(draw(layout(spec, rng)))
             texts.append(spec.prompt)
             labels.append(None)
             continue
         img, text, label, _ = und_example(rng, spec, cfg.und_resized, cfg.und_edited, tuple(cfg.und_edits), 0.0, cfg.und_blobs,
-                                          cfg.und_free_layouts, cfg.und_reversed_relations)
+                                          cfg.und_free_layouts, cfg.und_reversed_relations, scenes=cfg.scenes)
         imgs.append(img), texts.append(text), labels.append(label)
     if edit_rows:
         edited = token_edit(model, np.stack([imgs[i] for i in edit_rows]), rng)
-        for i, img in zip(edit_rows, edited):
+        for i, spec, img in zip(edit_rows, edit_specs, edited):
             imgs[i] = global_noise(img, rng)
-            labels[i] = passes(imgs[i], training_spec(cfg.seed + 1, step * cfg.und_batch + i))
+            if cfg.scenes and shows_heldout(imgs[i]):  # an edit that drew a held-out scene: its clean render instead
+                imgs[i] = draw(layout(spec, rng))
+            labels[i] = passes(imgs[i], spec)
     return np.stack(imgs), texts, np.array(labels, np.float32)
 
 

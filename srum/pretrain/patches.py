@@ -43,10 +43,10 @@ def patches(images: np.ndarray, f: int) -> np.ndarray:
     return images.reshape(b, h // f, f, w // f, f, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // f) * (w // f), f * f * c)
 
 
-def renders(seed: int, step: int, n: int) -> tuple[np.ndarray, list]:
+def renders(seed: int, step: int, n: int, scenes: bool = False) -> tuple[np.ndarray, list]:
     """Batch `step` of the tokenizer's data: n renders of training-stream prompts (never held-out ones)."""
     rng = random.Random(f"vq/{seed}/{step}")
-    specs = [training_spec(seed, step * n + i) for i in range(n)]
+    specs = [training_spec(seed, step * n + i, scenes=scenes) for i in range(n)]
     return np.stack([draw(layout(s, rng)) for s in specs]), specs
 
 

@@ -40,7 +40,7 @@ def train_tokenizer(cfg: JanusPretrainConfig, vq, state: Path, log) -> dict:
     while step < t.steps:
         for g in opt.param_groups:
             g["lr"] = t.lr * min(1.0, (step + 1) / 50) * cosine(step, t.steps)
-        imgs, _ = renders(cfg.seed, step, t.batch)
+        imgs, _ = renders(cfg.seed, step, t.batch, cfg.scenes)
         loss, acc = tokenizer_loss(vq, to_unit(imgs), dictionary.targets(imgs), t, refs)
         opt.zero_grad(set_to_none=True)
         loss.backward()

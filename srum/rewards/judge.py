@@ -110,7 +110,8 @@ class SelfJudge:
 
 class TextModeJudge:
     """A judge that answers in words (a large VLM served by vLLM): "Score: x" per region and globally, parsed by
-    `text_judge` with bounded retries; a score still missing is a neutral 0, counted in `fallbacks`."""
+    `text_judge` with bounded retries. A sample whose answer still misses a score, or whose asking raised, is a
+    failed judgement (`Judgement.failed`), never a neutral 0: the learner drops it (srum/stages.py)."""
 
     def __init__(self, model, proposer: Proposer, opts: JudgeOptions | None = None, retries: int = 2):
         from .text_judge import TextJudge
@@ -126,7 +127,14 @@ class TextModeJudge:
         out = []
         for r in rollouts:
             boxes = self.proposer(r.image, tuple(r.objects or object_phrases(r.prompt))) if self.opts.use_local else []
-            res = self.text.judge(r.prompt, r.image, boxes)
+            try:
+                res = self.text.judge(r.prompt, r.image, boxes)
+            except Exception as e:  # noqa: BLE001 - a judge server's error (vLLM, HTTP) fails this sample, counted
+                out.append(Judgement(r.id, 0.0, failed=f"judge error: {type(e).__name__}: {str(e)[:200]}"))
+                continue
+            if res.fallbacks:
+                out.append(Judgement(r.id, 0.0, failed=f"unparsed: {res.fallbacks} scores missing after {res.attempts} attempts"))
+                continue
             regions = [Region(tuple(int(v) for v in b), "", s) for b, s in zip(boxes, res.region_scores)]
             out.append(Judgement(r.id, res.global_score, regions, self.opts.map(res.global_score, regions, r.image.shape[:2])))
         return out

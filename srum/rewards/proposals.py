@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -61,7 +62,9 @@ class DetectorProposer:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         from ..io import InputError
+        from ..models.strict import check_hf_dir
 
+        check_hf_dir(Path(directory), f"reward.proposer detector:{directory}")  # strictly, as a model directory
         try:
             self.processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
             self.model = AutoModelForZeroShotObjectDetection.from_pretrained(directory, local_files_only=True).eval().to(device)

@@ -3,7 +3,7 @@
 The judge is asked for `Score: x` per region and globally. Real model output is untidy (reasoning
 blocks, extra prose, missing regions, out-of-range numbers), so the parser is tolerant, values are
 clamped to [-1, 1], an incomplete answer is retried a bounded number of times, and whatever is still
-missing falls back to a neutral 0 — each fallback counted, never silent.
+missing is counted (`fallbacks`); `TextModeJudge` (judge.py) then fails the sample rather than learn from a 0.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import InputError
+from ..models.strict import check_hf_dir
 
 
 class VllmJudge:
@@ -28,8 +29,7 @@ class VllmJudge:
     def __init__(self, model_dir: str | Path, question: str = "Does the image show {}? Answer yes or no.", yes: str = "Yes",
                  no: str = "No", kv_cache_mb: int = 256, max_model_len: int = 1024, device: str = "auto"):
         d = Path(model_dir)
-        if not (d / "config.json").exists():
-            raise InputError(f"reward.judge.model: {d}: not a model directory (no config.json)")
+        check_hf_dir(d, "reward.judge.model")  # every tensor its config implies, before vLLM starts
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # share the cores with the other actors

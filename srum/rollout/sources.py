@@ -99,11 +99,13 @@ def _json_list(path: Path) -> list:
 
 
 class CompWorldSource:
-    def __init__(self, seed: int):
-        self.seed = seed
+    """CompWorld's training stream; with `scenes`, of training scenes only (srum/world/scenes.py)."""
+
+    def __init__(self, seed: int, scenes: bool = False):
+        self.seed, self.scenes = seed, scenes
 
     def take(self, start: int, n: int) -> list[PromptItem]:
-        return [from_spec(training_spec(self.seed, start + i)) for i in range(n)]
+        return [from_spec(training_spec(self.seed, start + i, scenes=self.scenes)) for i in range(n)]
 
 
 class FileSource:
@@ -116,5 +118,5 @@ class FileSource:
         return [self.items[(start + i) % len(self.items)] for i in range(n)]
 
 
-def prompt_source(name: str, seed: int):
-    return CompWorldSource(seed) if name == "compworld" else FileSource(Path(name))
+def prompt_source(name: str, seed: int, scenes: bool = False):
+    return CompWorldSource(seed, scenes) if name == "compworld" else FileSource(Path(name))

@@ -1,7 +1,8 @@
 """`srum serve`: the model behind HTTP with Ray Serve.
 
     POST /generate {"prompt": str, "n": 1..16 (default 1), "seed": int (default 0)}
-         -> {"prompt", "category", "n", "seed", "policy_version", "images": [base64 PNG, 32x32 RGB]}
+         -> {"prompt", "category", "n", "seed", "policy_version", "images": [base64 RGB PNG at the model's size:
+             32x32 for the built-in, 1024x1024 for BAGEL-7B-MoT at its defaults]}
     POST /judge    {"prompt": str, "image": base64 PNG (32x32 RGB)}
          -> {"prompt", "policy_version", "global_score", "regions": [{"box", "label", "score"}], "relation_score",
              "reward_map": 32 x 32 floats, "reward_map_range": [lo, hi], "reward_map_png": base64 grey PNG}

@@ -32,6 +32,19 @@ def heldout_set() -> list[Spec]:
     return [parse(p) for cat in CATEGORIES for p in held[cat]]
 
 
+def eval_set(split: str = "heldout", n: int | None = None) -> list[Spec]:
+    """An evaluation set: `heldout`, today's 300 held-out wordings (whose scenes may also be training prompts'), or
+    `validation` / `test`, the held-out scenes of the scene split (srum/world/scenes.py: validation for choices,
+    test for claims); the first `n` of it."""
+    if split == "heldout":
+        return heldout_set()[:n]
+    if split not in ("validation", "test"):
+        raise ValueError(f"evaluation split {split!r}: heldout, validation or test")
+    from .scenes import prompts_of
+
+    return prompts_of(split, n)
+
+
 def training_prompts(category: str) -> list[str]:
     return _split()[1][category]
 

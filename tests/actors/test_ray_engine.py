@@ -10,6 +10,7 @@ import ray
 import torch
 
 from srum.actors.driver import NAMESPACE, RayEngine, start_local_ray
+from srum.actors.group import bundle
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine
 from srum.models import load_model
@@ -19,7 +20,7 @@ NO_EVAL = ["eval.at_start=false", "eval.at_end=false"]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    start_local_ray(num_cpus=2, log_to_driver=False)
+    start_local_ray(num_cpus=2, log_to_driver=False, resources={"rollout_pool": 4})  # a pool, as a worker group declares
     yield
     ray.shutdown()
 
@@ -181,3 +182,17 @@ def test_autoscale_grows_generators_while_the_learner_starves(local_ray, tmp_pat
     gens = [json.loads(line)["generators"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert gens[0] == 1 and max(gens) == 3 and gens == sorted(gens)  # grew, up to the maximum, never shrank
     assert s["consumed"] == 40 and s["generated"] == s["consumed"] + s["dropped_stale"]
+
+
+def test_roles_pinned_to_a_pool_and_the_placement_table(local_ray, tmp_path, tiny_model_dir):
+    """ray.generator.resources pins the generators to the nodes that offer the pool; where every actor landed is in
+    RUN/placement.json (here: one node, which offers rollout_pool)."""
+    cfg = cfg_for(tiny_model_dir, 4, "ray.stages=stand_in", "ray.generators=2", "ray.generator.resources={rollout_pool: 1}")
+    assert bundle(cfg.ray.generator) == {"CPU": 0.25, "rollout_pool": 1.0}
+    summary = RayEngine(cfg, tmp_path / "run", quiet).run()["ray"]
+    assert summary["steps_done"] == 4
+    table = json.loads((tmp_path / "run" / "placement.json").read_text())
+    roles = [a["role"] for a in table["actors"]]
+    assert roles.count("generator") == 2 and roles.count("judge") == 1 and roles.count("learner") == 1
+    assert {a["node_id"] for a in table["actors"]} == {ray.get_runtime_context().get_node_id()}
+    assert table["transport"] in ("shared_memory", "object_store")

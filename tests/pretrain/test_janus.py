@@ -159,3 +159,24 @@ def test_pretrain_continues_from_a_trained_model_of_its_shape(tmp_path):
 
     with pytest.raises(ModelDirError, match="nothing: no such model directory"):  # a wrong path is named
         pretrain(tiny(init_from=str(tmp_path / "nothing")), tmp_path / "d", log=lambda *_: None)
+
+
+def test_with_scenes_no_validation_or_test_scene_reaches_a_loss(tiny_janus32_dir):
+    """The walk of issue 37 over pretraining's own batches and the SRUM stream: with `scenes` on, every prompt asked
+    or drawn is of a training scene and no image shows a validation or test scene (scene split: srum/world/scenes.py)."""
+    from srum.models import load_model
+    from srum.rollout.sources import prompt_source
+    from srum.world.scenes import is_training_prompt, shows_heldout
+
+    cfg = tiny(scenes=True, gen_batch=64, und_batch=64, und_token_edits=0.5)
+    model = load_model(tiny_janus32_dir)
+    for step in range(6):
+        imgs, prompts, _ = gen_batch(cfg, step)
+        assert all(is_training_prompt(p) for p in prompts) and not any(shows_heldout(x) for x in imgs)
+        imgs, texts, _ = und_batch(cfg, step, model)
+        assert all(is_training_prompt(t) for t in texts) and not any(shows_heldout(x) for x in imgs)
+        imgs, specs = renders(cfg.seed, step, 64, scenes=True)
+        assert all(is_training_prompt(s) for s in specs)
+    stream = prompt_source("compworld", 0, scenes=True).take(0, 5000)
+    assert all(is_training_prompt(it.prompt) for it in stream)
+    assert not all(is_training_prompt(it.prompt) for it in prompt_source("compworld", 0).take(0, 5000))  # off: it can

@@ -272,3 +272,15 @@ def test_walk_understanding_examples(monkeypatch):
             assert not _held(f"a {o.color} {o.shape}"), (spec.prompt, o)
     assert set(kinds) >= {"render", "perturbed prompt", "perturbed scene", "corrupted", "crop", "edited scene",
                           "reversed relation", "free layout", "blobs", "resized"}
+
+
+def test_eval_set_is_a_split_the_heldout_set_unchanged():
+    from srum.world import eval_set, heldout_set
+
+    assert [s.prompt for s in eval_set("heldout")] == [s.prompt for s in heldout_set()]
+    assert [s.prompt for s in eval_set("heldout", 10)] == [s.prompt for s in heldout_set()[:10]]
+    for split in ("validation", "test"):
+        specs = eval_set(split)
+        assert 250 <= len(specs) <= 350 and all(split_of(s) == split for s in specs)
+    with pytest.raises(ValueError, match="heldout, validation or test"):
+        eval_set("train")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from .published import Published, fetch
 from .shared_memory import SHM_DIR
 
+
 def choose_transport(setting: str, nodes_alive: int) -> str:
     """auto: shared memory on a one-node cluster (every worker shares the learner's /dev/shm), else the object store."""
     if setting != "auto":

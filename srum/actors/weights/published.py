@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class Published:
     """One weight version as it travels with the calls: small, pickled with each call."""
@@ -18,6 +19,7 @@ class Published:
     numel: int = 0
     collective: bool = False  # sent by broadcast: the worker waits for its staging buffer to hold it
     epoch: int = 0  # the learner's incarnation: a restarted learner's versions count again from its checkpoint
+    digest: tuple | None = None  # flat_digest of the version's weights (srum/models/synced.py): a generator checks it
 
 
 _mapped: dict[str, np.memmap] = {}  # per worker process: each ring is mapped once

@@ -78,7 +78,7 @@ def check_tensors(path: Path, expected: dict[str, tuple[int, ...]], found: dict[
              if found[k][0] != expected[k]]
     problems = []
     if missing:
-        hint = "; the generation expert (*_moe_gen) is absent" if any("_moe_gen" in k for k in missing) else ""
+        hint = "; the generation expert (*_moe_gen) is absent" if any("_moe_gen" in k and "lora_" not in k for k in missing) else ""
         problems.append(f"{len(missing)} missing{hint} (first: {', '.join(missing[:SHOWN])})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:SHOWN])})")
@@ -197,9 +197,9 @@ def carried_files(d: Path) -> dict[str, bytes]:
 
 
 def save(directory: Path, ema: dict[str, torch.Tensor], ae_tensors: dict[str, torch.Tensor], carried: dict[str, bytes],
-         settings: dict, dtype: torch.dtype) -> None:
+         settings: dict, dtype: torch.dtype, extra: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
     """Write a release directory beside the target and rename it into place: a reader sees the old directory
-    or the new one, never half of one."""
+    or the new one, never half of one. `extra`: more safetensors files (name -> tensors, kept in their dtype)."""
     from safetensors.torch import save_file
 
     d = Path(directory)
@@ -212,6 +212,9 @@ def save(directory: Path, ema: dict[str, torch.Tensor], ae_tensors: dict[str, to
                   metadata={"format": "pt"})
         save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in ae_tensors.items()},
                   str(tmp / "ae.safetensors"), metadata={"format": "pt"})
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / name),
+                      metadata={"format": "pt"})
         (tmp / SRUM_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a model directory is meant to be shared
         replace_dir(tmp, d)

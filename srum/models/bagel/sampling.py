@@ -1,13 +1,11 @@
-"""BAGEL's sampler pieces: the shifted flow schedule, classifier-free guidance's renormalisation, and the options
-its sampler reads beyond the common ones."""
+"""BAGEL's sampler pieces: the shifted flow schedule and classifier-free guidance's renormalisation. The options
+its sampler reads are SampleOptions' flow fields (srum/models/sampling.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
 
-from ..sampling import SampleOptions
+from ..sampling import RENORM_TYPES, SampleOptions
 
 
 def flow_schedule(steps: int, shift: float) -> torch.Tensor:
@@ -22,28 +20,14 @@ def renormalised(v_cond: torch.Tensor, v_guided: torch.Tensor, kind: str, floor:
     which is the same at batch 1); channel / text_channel: one per token."""
     if kind == "global":
         dims = tuple(range(1, v_cond.dim()))
-    elif kind in ("channel", "text_channel"):
+    elif kind in RENORM_TYPES:
         dims = (-1,)
     else:
-        raise ValueError(f"cfg_renorm_type {kind!r}: expected global, channel or text_channel")
+        raise ValueError(f"cfg_renorm_type {kind!r}: expected one of {', '.join(RENORM_TYPES)}")
     ratio = v_cond.norm(dim=dims, keepdim=True) / (v_guided.norm(dim=dims, keepdim=True) + 1e-8)
     return v_guided * ratio.clamp(min=floor, max=1.0)
 
 
-@dataclass(frozen=True)
-class BagelSampleOptions(SampleOptions):
-    """SampleOptions plus what BAGEL's sampler also reads; None takes the model's setting."""
-
-    height: int | None = None
-    width: int | None = None
-    timestep_shift: float | None = None
-    cfg_interval: tuple[float, float] | None = None
-    cfg_renorm_type: str | None = None  # global | channel | text_channel
-    cfg_renorm_min: float | None = None
-
-
-def common_options(opts) -> SampleOptions:
-    """The SampleOptions fields of any options record (a BagelSampleOptions, or one with more fields)."""
-    if opts is None:
-        return SampleOptions()
-    return SampleOptions(**{f.name: getattr(opts, f.name, None) for f in fields(SampleOptions)})
+# BAGEL's sampler settings (height, width, timestep_shift, cfg_interval, cfg_renorm_type, cfg_renorm_min) are fields
+# of the common SampleOptions, so a configuration's `sampling` section sets them; the old name stays an alias.
+BagelSampleOptions = SampleOptions

@@ -22,7 +22,8 @@ import torch
 from ...io import ModelDirError
 from ..sampling import SampleOptions
 from ..synced import SyncedWeights
-from . import autoencoder, release
+from . import adapters, autoencoder, release
+from .adapters import ADAPTERS_FILE
 from .config import (
     CFG_INTERVAL,
     CFG_RENORM_MIN,
@@ -35,7 +36,7 @@ from .config import (
 )
 from .inputs import patchify, text_blocks, tokens_to_latents, vit_pixels
 from .modeling import BagelNet, PromptCache
-from .sampling import common_options, flow_schedule, renormalised
+from .sampling import flow_schedule, renormalised
 
 GENERATION_PREFIXES = ("time_embedder.", "vae2llm.", "llm2vae.", "latent_pos_embed.")
 LORA_TARGETS = {"q_proj": r"self_attn\.q_proj_moe_gen", "k_proj": r"self_attn\.k_proj_moe_gen",
@@ -43,12 +44,15 @@ LORA_TARGETS = {"q_proj": r"self_attn\.q_proj_moe_gen", "k_proj": r"self_attn\.k
                 "gate_proj": r"mlp_moe_gen\.gate_proj", "up_proj": r"mlp_moe_gen\.up_proj",
                 "down_proj": r"mlp_moe_gen\.down_proj"}
 TRAIN_MODES = ("generation", "lora")
+
+LORA_SEED = 0  # peft's initialisation of the adapters (A random, B zero), the same in every process
 DEFAULT_IMAGE_SIDE = 1024  # the official demos' resolution; smaller where the position table is smaller
 
 
 class BagelUMM(SyncedWeights):
     kind = "bagel"
     objective = "flow"  # srum/learner/objective.py: velocity regression at flow_inputs' (x_t, t)
+    train_modes = TRAIN_MODES
     default_sampling = SampleOptions(cfg_scale=CFG_TEXT_SCALE, steps=INFER_STEPS, eta=0.0)
 
     def __init__(self, loaded: release.Release):
@@ -58,7 +62,7 @@ class BagelUMM(SyncedWeights):
         self.policy_version = int(self.settings.get("policy_version", 0))
         side = min(DEFAULT_IMAGE_SIDE, self.cfg.max_image_side)
         self.image_size = side - side % self.cfg.latent_downsample
-        # BAGEL's inference settings; a SampleOptions with fields of these names overrides them per call
+        # BAGEL's inference settings; SampleOptions' fields of these names override them per call
         self.timestep_shift, self.train_timestep_shift = INFER_TIMESTEP_SHIFT, TRAIN_TIMESTEP_SHIFT
         self.cfg_interval, self.cfg_renorm_type, self.cfg_renorm_min = CFG_INTERVAL, CFG_RENORM_TYPE, CFG_RENORM_MIN
         self.sample_batch = 8  # images per forward when sampling (noise is drawn for the whole call first)
@@ -74,9 +78,15 @@ class BagelUMM(SyncedWeights):
         return cls(release.load(Path(directory), dtype))
 
     def load_state(self, directory: Path) -> None:
-        """Take the generation expert of a directory `save` wrote (same architecture), in place."""
+        """Take the trained weights of a directory `save` wrote (same architecture), in place: with LoRA the
+        adapters of its adapters.safetensors (the base stays this model's: the run's initial weights, which are
+        the reference), else the generation expert of its ema.safetensors. Both bit-exact."""
         if self.peft is not None:
-            raise ValueError("load_state: a model with LoRA adapters cannot take merged weights back")
+            adapters.load_adapters(self, Path(directory))
+            return
+        if (Path(directory) / ADAPTERS_FILE).exists():
+            raise ModelDirError(f"{directory}: holds LoRA adapters ({ADAPTERS_FILE}): it was written with learner.train "
+                                "lora; resume it with lora (its ema.safetensors has them merged, not the base)")
         other = BagelUMM.load(Path(directory), self.dtype)
         theirs = dict(other.net.named_parameters())
         with torch.no_grad():
@@ -130,7 +140,7 @@ class BagelUMM(SyncedWeights):
     def sample(self, prompts: list[str], seed: int, opts: SampleOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One image per prompt: (uint8 images (B, H, W, 3), clean latent tokens float32 (B, N, 4z)).
         Deterministic for a seed: the noise comes from a CPU generator, drawn for all prompts at once."""
-        o = common_options(opts).over(self.default_sampling).check()
+        o = (opts or SampleOptions()).over(self.default_sampling).check()
         if o.eta:
             raise ValueError(f"eta {o.eta}: the bagel backend integrates BAGEL's deterministic ODE (eta 0)")
         height, width = self._image_shape(opts)
@@ -297,7 +307,9 @@ class BagelUMM(SyncedWeights):
         if unknown:
             raise ValueError(f"LoRA targets {unknown}: expected some of {list(LORA_TARGETS)}")
         pattern = r"language_model\.model\.layers\.\d+\.(" + "|".join(LORA_TARGETS[t] for t in targets) + ")"
-        self.peft = get_peft_model(self.net, LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, lora_dropout=0.0))
+        with torch.random.fork_rng(devices=[]):  # the same adapters in every process (learner, generators, judge),
+            torch.manual_seed(LORA_SEED)          # whatever the global RNG has drawn before; it is left untouched
+            self.peft = get_peft_model(self.net, LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, lora_dropout=0.0))
         self.net = self.peft.base_model.model  # the BagelNet itself, now with adapters inside
         self.synced = [p for n, p in self.net.named_parameters() if "lora_" in n]
 
@@ -305,22 +317,15 @@ class BagelUMM(SyncedWeights):
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.net.state_dict()
 
-    def release_state_dict(self) -> dict[str, torch.Tensor]:
-        """The network's tensors in ema.safetensors' names; LoRA adapters merged into their weights."""
-        if self.peft is None:
-            return self.net.state_dict()
-        from peft.tuners.lora import LoraLayer
-
-        sd = {k.replace(".base_layer.", "."): v for k, v in self.net.state_dict().items() if "lora_" not in k}
-        for name, module in self.net.named_modules():
-            if isinstance(module, LoraLayer):
-                sd[f"{name}.weight"] = module.base_layer.weight + module.get_delta_weight("default")
-        return sd
-
     def save(self, directory: Path, dtype: torch.dtype | None = None) -> None:
-        """A release directory (ema.safetensors in `dtype`, by default the dtype it was loaded in; ae.safetensors
-        fp32 in BFL's names; the configs and tokenizer files as they came; srum.json), written atomically.
-        The official loader reads it."""
+        """A release directory (ema.safetensors in `dtype`, by default the dtype the weights are in now, so a
+        checkpoint resumes bit-exactly: fp32 on the CPU, bf16 on a GPU as the release ships; ae.safetensors fp32 in
+        BFL's names; the configs and tokenizer files as they came; srum.json), written atomically. The official
+        loader reads it. With LoRA, ema.safetensors holds the adapters merged (what the official loader, `srum
+        eval` and `srum serve` read) and adapters.safetensors the adapters themselves (what a resume reads)."""
         settings = {k: self.settings[k] for k in ("question", "yes", "no")} | {"policy_version": self.policy_version}
-        release.save(Path(directory), self.release_state_dict(), autoencoder.bfl_state_dict(self.ae, len(self.cfg.ae.widths)),
-                     self.carried, settings, dtype or self.weights_dtype)
+        extra = {}
+        if self.peft is not None:
+            extra[ADAPTERS_FILE] = {n: p.detach() for n, p in self.net.named_parameters() if "lora_" in n}
+        release.save(Path(directory), adapters.merged_state_dict(self.net, self.peft), autoencoder.bfl_state_dict(self.ae, len(self.cfg.ae.widths)),
+                     self.carried, settings, dtype or self.dtype, extra)

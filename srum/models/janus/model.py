@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +29,8 @@ import torch
 from ...io import ModelDirError, replace_dir
 from ..sampling import SampleOptions
 from ..synced import SyncedWeights
-from .directory import DEFAULTS, SRUM_FILE, check_model_dir, read_settings
+from ..strict import differences, header
+from .directory import DEFAULTS, SRUM_FILE, base_fingerprint, check_base, check_model_dir, check_safetensors, read_settings
 
 TRAIN_MODES = ("generation", "all", "lora")
 GENERATION_MODULES = ("model.language_model.", "model.generation_embeddings.", "model.generation_aligner.", "model.generation_head.")
@@ -60,17 +62,23 @@ class JanusUMM(SyncedWeights):
         d = Path(directory)
         settings = read_settings(d)
         if settings.get("adapter"):
-            model = cls.load(Path(settings["base"]))
-            model.add_lora(adapter_dir=d / settings["adapter"])
+            model = cls.load(check_base(d, settings))
+            model._apply_adapter(d / settings["adapter"])
             model.policy_version = int(settings.get("policy_version", 0))
             return model
         check_model_dir(d)
         hf_logging.disable_progress_bar()
         try:
             processor = JanusProcessor.from_pretrained(d, local_files_only=True)
-            net = JanusForConditionalGeneration.from_pretrained(d, local_files_only=True, use_safetensors=True)
+            net, info = JanusForConditionalGeneration.from_pretrained(d, local_files_only=True, use_safetensors=True,
+                                                                      output_loading_info=True)
         except Exception as e:  # noqa: BLE001 - whatever a user's files make transformers raise, it is their file
             raise ModelDirError(f"{d}: cannot load as a Janus model: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+        # check_model_dir compared the headers already; this catches whatever transformers itself still filled in
+        off = {k: sorted(map(str, v))[:5] for k, v in info.items() if k != "error_msgs" and v} | (
+            {"error_msgs": info["error_msgs"][:2]} if info.get("error_msgs") else {})
+        if off:
+            raise ModelDirError(f"{d}: transformers did not load every tensor as the file holds it: {off}")
         model = cls(net, processor, settings)
         model.policy_version = int(settings.get("policy_version", 0))
         return model
@@ -258,6 +266,25 @@ class JanusUMM(SyncedWeights):
             return [n for n in names if n.startswith(GENERATION_MODULES) and "lora_" not in n]
         return [n for n in names if not n.startswith("model.vqmodel.") and "lora_" not in n]
 
+    def _apply_adapter(self, adapter_dir: Path) -> None:
+        """A saved LoRA adapter, strictly: its file holds exactly the adapters its adapter_config.json puts on this
+        base (peft would leave a missing one at its initial value, a no-op, and ignore one for other modules)."""
+        f = adapter_dir / "adapter_model.safetensors"
+        if not f.is_file():
+            raise ModelDirError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_model.safetensors)")
+        check_safetensors(f)
+        try:
+            self.add_lora(adapter_dir=adapter_dir)
+        except Exception as e:  # noqa: BLE001 - peft's errors for an adapter that does not fit are the user's file
+            raise ModelDirError(f"{adapter_dir}: the adapter does not apply to its base {self.settings['base']}: "
+                                f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None
+        expected = {"base_model.model." + re.sub(r"\.(lora_[A-Za-z_]+)\.default\.", r".\1.", n): tuple(p.shape)
+                    for n, p in self.net.named_parameters() if "lora_" in n}
+        problems = differences(expected, header(f))
+        if problems:
+            raise ModelDirError(f"{f}: does not hold the LoRA adapters its adapter_config.json puts on the base "
+                                f"{self.settings['base']}: {' / '.join(problems)}")
+
     def add_lora(self, rank: int = 8, alpha: float = 16.0, targets: list[str] | None = None, adapter_dir: Path | None = None) -> None:
         """LoRA adapters on the language model's projections (or the saved ones of `adapter_dir`). Afterwards the
         flat weights carry only the adapters: what a learner broadcasts is megabytes, not the whole model."""
@@ -287,7 +314,8 @@ class JanusUMM(SyncedWeights):
             settings = {k: self.settings[k] for k in DEFAULTS} | {"policy_version": self.policy_version}
             if self.peft is not None:
                 self.peft.save_pretrained(tmp / "adapter")
-                settings |= {"adapter": "adapter", "base": self.settings["base"]}
+                settings |= {"adapter": "adapter", "base": self.settings["base"],
+                             "base_fingerprint": base_fingerprint(Path(self.settings["base"]))}
             else:
                 self.net.save_pretrained(tmp, safe_serialization=True)
                 self.processor.save_pretrained(tmp)
