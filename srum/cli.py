@@ -241,11 +241,11 @@ def cmd_judge(args) -> int:
     if args.engine == "vllm":
         if not args.judge_model:
             raise InputError("srum judge --engine vllm needs --judge-model DIR: the judge model's directory")
-        from .models.janus.directory import check_model_dir
         from .rewards.vllm_judge import VllmJudge
 
-        check_model_dir(args.judge_model)
-        judge = VllmJudge(args.judge_model)  # the same question() / judge_yes_prob() as a policy backend
+        # checked strictly against its own config before vLLM starts (srum/models/strict.py); the same question() /
+        # judge_yes_prob() as a policy backend
+        judge = VllmJudge(args.judge_model)
     else:
         judge = load_model(args.model, args.device)
     rows = run_judge(judge, args.manifest, args.out)
