@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ...io import ModelDirError, replace_dir
+from ..strict import Header, differences, header
 from . import autoencoder
 from .config import (
     ANSWERS,
@@ -41,7 +42,6 @@ REQUIRED = ("llm_config.json", "vit_config.json", "ema.safetensors", "ae.safeten
 SRUM_FILE = "srum.json"
 DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 CARRIED_MAX_BYTES = 64 << 20  # small files travel with the model; anything bigger is not a config
-SHOWN = 5  # how many differing tensor names an error lists
 
 
 @dataclass
@@ -58,32 +58,13 @@ class Release:
     carried: dict[str, bytes] = field(default_factory=dict)  # small files copied as they are on save
 
 
-def header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, dtype string) of a safetensors file, without reading the data."""
-    from safetensors import SafetensorError, safe_open
+def check_tensors(path: Path, expected: dict[str, tuple[int, ...]], found: Header, what: str) -> torch.dtype:
+    """Raise a ModelDirError unless `found` is exactly `expected` (names and shapes: `strict.differences`) in one
+    float dtype, which it returns."""
+    def hint(missing):
+        return "; the generation expert (*_moe_gen) is absent" if any("_moe_gen" in k and "lora_" not in k for k in missing) else ""
 
-    try:
-        with safe_open(str(path), "pt") as f:
-            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelDirError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def check_tensors(path: Path, expected: dict[str, tuple[int, ...]], found: dict[str, tuple[tuple[int, ...], str]],
-                  what: str) -> torch.dtype:
-    """Raise a ModelDirError unless `found` is exactly `expected` (names and shapes) in one float dtype."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = [f"{k} {list(found[k][0])} (expected {list(expected[k])})" for k in sorted(set(expected) & set(found))
-             if found[k][0] != expected[k]]
-    problems = []
-    if missing:
-        hint = "; the generation expert (*_moe_gen) is absent" if any("_moe_gen" in k and "lora_" not in k for k in missing) else ""
-        problems.append(f"{len(missing)} missing{hint} (first: {', '.join(missing[:SHOWN])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:SHOWN])})")
-    if wrong:
-        problems.append(f"{len(wrong)} of the wrong shape (first: {'; '.join(wrong[:SHOWN])})")
+    problems = differences(expected, found, hint=hint)
     if problems:
         raise ModelDirError(f"{path}: does not hold {what}: {' / '.join(problems)}")
     dtypes = {d for _, d in found.values()}
