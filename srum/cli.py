@@ -324,12 +324,14 @@ def config_reference() -> str:
 
 def reference_markdown(cls, title: str) -> str:
     """A table of every key of `cls` (dotted), its type and default: docs/config.md is made from it."""
+    from pydantic import BaseModel
+
     rows = []
 
     def walk(model, prefix: str) -> None:
         for name, f in type(model).model_fields.items():
             value = getattr(model, name)  # the default as the parent section sets it
-            if hasattr(value, "model_fields"):  # a section
+            if isinstance(value, BaseModel):  # a section
                 walk(value, f"{prefix}{name}.")
                 continue
             ann = f.annotation

@@ -7,8 +7,7 @@ learned from at most `max_staleness` versions after the one that made it (0: loc
 order exactly). A batch that still lags by more (`sync_every` > 1, a re-issued batch) is dropped and counted.
 The in-flight window also bounds memory, however the stages' speeds differ.
 
-Data never passes through the controller: it hands object references from one actor to the next and reads
-only each call's small metadata. Weights travel by srum/actors/weights/; what a run writes is srum/run.py's.
+Data never passes through it: it hands object references on and reads each call's small metadata only.
 """
 
 from __future__ import annotations
@@ -120,7 +119,8 @@ class Controller:
         while self.step < c.steps and not self.stopping.is_set():
             with self.lock:  # `srum scale` and the autoscale rule set `want`; the groups follow between batches
                 want = dict(self.want)
-            self.gens.resize(want["generator"]), self.judges.resize(want["judge"])
+            self.gens.resize(want["generator"])
+            self.judges.resize(want["judge"])
             if self.publisher.stale(self.gens.actors):  # generators came or went: a new group, the current version again
                 self.weights = self._publish()
             self._issue()
