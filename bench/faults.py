@@ -3,9 +3,9 @@ docs/results/reliability.{json,md}: `kills` (generator, judge and learner proces
 every rollout id and batch learned once), `resume` (SHA-256 of the final weights: straight against killed and resumed,
 local and lock-step Ray), `streaming` (a driver killed mid-run), `sockets` (all loopback), `bad_input` (each error);
 issue 39: `strict_loading` (bad model directories: exit 2, nothing written), `stops` (NaN loss, failing judge,
-corrupted weights: stopped by name or run on, counted).
+corrupted weights: stopped by name or run on, counted), `logprob` (rollout vs learner log-probabilities; a drift stops).
 
-    python bench/faults.py [--parts kills,resume,streaming,sockets,bad_input,strict_loading,stops] [--out runs/faults]
+    python bench/faults.py [--parts kills,resume,streaming,sockets,bad_input,strict_loading,stops,logprob] [--out DIR]
 """
 
 from __future__ import annotations
@@ -227,6 +227,20 @@ def part_stops(model: Path, out: Path) -> dict:
     return res
 
 
+def part_logprob(model: Path, out: Path) -> dict:
+    """Issue 39: the gap over whole runs (Ray at max_staleness 1: older batches unchecked); a drift, warn 0.02, stop 0.12."""
+    def case(name, engine, *sets, fault=""):
+        run, log = fresh(out / name), out / f"{name}.log"
+        code = finish(train_cmd(model, run, 20, engine, "learner.logprob_check=1", *sets), log, env(SRUM_FAULT=fault))
+        rows, st = jsonl(run / "metrics.jsonl"), json.loads(f.read_text()) if (f := run / "stopped.json").exists() else None
+        ok = [r for r in rows if "logprob_gap" in r]
+        return {"exit": code, "steps": len(rows), "checked": len(ok), "unchecked": sum(r.get("logprob_unchecked", 0) for r in rows),
+                "gap": max((r["logprob_gap"] for r in ok), default=None), "token_gap": max((r["logprob_gap_max"] for r in ok), default=None),
+                "warnings": log.read_text().count("above learner.logprob_warn"), "stopped": f"{st['reason']}: {st['message']}" if st else "no"}
+    return {"local": case("logprob_local", "local"), "ray, max_staleness 1": case("logprob_ray", "ray", "ray.max_staleness=1"),
+            "ray, drift": case("lp_drift", "ray", "ray.max_staleness=0", "learner.logprob_warn=.02", "learner.logprob_stop=.12", fault="logprob_drift:5:")}
+
+
 def markdown(res: dict) -> str:
     parts = res.get("commands") or {"all": res["command"]}
     lines = ["# Reliability (issue 19)", "", f"Produced on {res['machine']} by " + ", ".join(f"`{c}`" for c in parts.values())
@@ -261,12 +275,17 @@ def markdown(res: dict) -> str:
                           (k, c["exit"], c["steps_learned"], f"{c['stopped']['reason']}: {c['stopped']['message'][:120]}" if c["stopped"] else "no",
                            f"{c['judge_failures']} / {c['dropped']} / {c['samples']}",
                            f"exit {c['resume_exit']}, weights equal {c['resumed_equal']}" if "resume_exit" in c else "") for k, c in s.items()]), ""]
+    if s := res.get("logprob"):
+        lines += ["## Rollout and learner agree (issue 39)", "", "gap: mean |log p the generator recorded - the learner's re-scoring| over a batch's image "
+                  "tokens (nats), the run's largest; `learner.logprob_check=1`; drift: recorded 0.05 nats lower a batch:", "", *md_table(["run", *(keys := (
+                      "exit", "steps", "checked", "unchecked", "gap", "token_gap", "warnings", "stopped"))], [(k, *(f"{c[x]:.2g}" if isinstance(
+                          c[x], float) else str(c[x])[:140] for x in keys)) for k, c in s.items()]), ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="kills,resume,streaming,sockets,bad_input,strict_loading,stops")
+    ap.add_argument("--parts", default="kills,resume,streaming,sockets,bad_input,strict_loading,stops,logprob")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "faults")
     ap.add_argument("--kills", type=int, default=10)
     args = ap.parse_args()
@@ -275,7 +294,8 @@ def main() -> None:
     res = {**previous(RESULTS / "reliability.json"), "command": "python bench/faults.py " + " ".join(sys.argv[1:]), "machine": "2 CPU cores"}
     measure = {"kills": lambda: part_kills(model, args.out, args.kills), "resume": lambda: part_resume(model, args.out),
                "streaming": lambda: part_streaming(model, args.out), "sockets": lambda: part_sockets(model, args.out),
-               "bad_input": part_bad_input, "strict_loading": part_strict_loading, "stops": lambda: part_stops(model, args.out)}
+               "bad_input": part_bad_input, "strict_loading": part_strict_loading, "stops": lambda: part_stops(model, args.out),
+               "logprob": lambda: part_logprob(model, args.out)}
     for part in args.parts.split(","):
         t = time.time()
         res[part] = measure[part]()

@@ -1,8 +1,11 @@
 """The figures of a checkpoint (default: the built-in), printed as JSON (and written with --out): its judge against
-the oracle on its own generations of the held-out set (yes/no and the fine-grained verdict), CompWorld-Bench on them,
-speeds, pretraining cost, the judge on clean renders with their relation reversed, the world and tokenizer checks.
+the oracle on its own generations of an evaluation split (the whole-image answer, and the fine-grained verdict of each
+judge mode: `self`, the model's answers on the image and its regions; `grounded`, with relations read by geometry off
+its regions), CompWorld-Bench on them, speeds, pretraining cost, the judge on clean renders with their relation
+reversed, the world and tokenizer checks.
 
-    python bench/foundation.py [--model builtin|DIR] [--images-per-prompt 8] [--runs 3] [--seed 0] [--out F.json]
+    python bench/foundation.py [--split test|validation|heldout] [--model builtin|DIR] [--images-per-prompt 8] [--runs 3]
+        [--seed 0] [--out F.json]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from srum.models import load_model, model_dir, weights_sha256
 from srum.records import Rollout
 from srum.rewards.judge import SelfJudge, verdict_score
 from srum.rewards.proposals import ComponentProposer
-from srum.world import COLORS, check, failure, heldout_set, parse, passes, render, sample_prompt
+from srum.world import COLORS, check, eval_set, failure, parse, passes, render, sample_prompt
 from srum.world.corrupt import reverse_relation
 
 from common import timed
@@ -46,7 +49,7 @@ def world_checks(n: int = 1000) -> dict:
 def throughput(model, runs: int) -> dict:
     """Images/s at batch 64 (median of `runs`); for an autoregressive model also without the KV cache, the ratio
     taken within each run (on a noisy machine a ratio of medians is not)."""
-    prompts = [s.prompt for s in heldout_set()[:64]]
+    prompts = [s.prompt for s in eval_set("test")[:64]]
     cached = hasattr(model, "encode")  # the janus backend: image tokens, a KV cache
     gen, nocache, ratio, und = [], [], [], []
     for r in range(runs):
@@ -80,17 +83,17 @@ def tokenizer_check(model, n: int = 1000) -> dict | None:
     return {"renders": n, "passing_after_round_trip": int(sum(ok)), "pass_rate": round(float(np.mean(ok)), 4)}
 
 
-def relations_on_renders(model) -> dict:
+def relations_on_renders(model, specs) -> dict:
     """Per related category: the share of renders the judge says yes to under their prompt and under it reversed
     (false on every render), how often the prompt's P(yes) beats the reversed one's. (The description check of
     2026-12-05, `description_reads_relation`: at tag archive/experiments-2026-12, docs/results/foundation.md.)"""
     rng, out = random.Random(5), {}
     for cat in ("spatial", "complex"):
-        specs = [s for s in heldout_set() if s.category == cat]
-        images = np.stack([render(s, rng) for s in specs])
-        p = model.judge_yes_prob(images, [model.question(s.prompt) for s in specs])
-        q = model.judge_yes_prob(images, [model.question(reverse_relation(s).prompt) for s in specs])
-        out[cat] = {"renders": len(specs), "yes_to_prompt": round(float((p > 0.5).mean()), 4),
+        of = [s for s in specs if s.category == cat]
+        images = np.stack([render(s, rng) for s in of])
+        p = model.judge_yes_prob(images, [model.question(s.prompt) for s in of])
+        q = model.judge_yes_prob(images, [model.question(reverse_relation(s).prompt) for s in of])
+        out[cat] = {"renders": len(of), "yes_to_prompt": round(float((p > 0.5).mean()), 4),
                     "yes_to_reversed": round(float((q > 0.5).mean()), 4), "prompt_beats_reversed": round(float((p > q).mean()), 4)}
     return out
 
@@ -107,15 +110,17 @@ def ranking(p_yes: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def judged(model, flat, images, truth, verdicts) -> tuple[np.ndarray, dict]:
-    """The judge as SRUM runs it: P(yes) of the global question, and the figures of the fine-grained verdict."""
+    """The judge as SRUM runs it: P(yes) of the global question, and the figures of each mode's fine-grained verdict."""
     judge = SelfJudge(model, ComponentProposer())
     js = []
     for i in range(0, len(flat), 64):
         js += judge.judge([Rollout(str(i + j), s.prompt, s.category, img, None)
                            for j, (s, img) in enumerate(zip(flat[i : i + 64], images[i : i + 64]))])
     p_yes = np.array([(j.global_score + 1) / 2 for j in js])
-    score = np.array([verdict_score(j.global_score, j.regions, j.relation_score) for j in js])
-    fine = balanced_accuracy(score > 0, truth) | by_failure(flat, verdicts, score > 0) | ranking(score, truth)
+    fine = {}
+    for mode, grounded in (("self", False), ("grounded", True)):
+        score = np.array([verdict_score(j.global_score, j.regions, j.relation_score if grounded else None) for j in js])
+        fine[mode] = balanced_accuracy(score > 0, truth) | by_failure(flat, verdicts, score > 0) | ranking(score, truth)
     return p_yes, fine
 
 
@@ -128,6 +133,7 @@ def by_failure(flat, verdicts, accepted: np.ndarray) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="test", choices=["test", "validation", "heldout"])
     ap.add_argument("--model", default="builtin")
     ap.add_argument("--images-per-prompt", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
@@ -136,7 +142,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = load_model(args.model)
-    specs = heldout_set()
+    specs = eval_set(args.split)
     t0 = time.perf_counter()
     flat, images = generate_images(model, specs, args.images_per_prompt, args.seed)
     generate_s = time.perf_counter() - t0
@@ -148,9 +154,9 @@ def main() -> None:
     stats = model_dir(args.model) / "pretrain_stats.json"
     acc = understanding["balanced_accuracy"]
     result = {"command": "python bench/foundation.py " + " ".join(sys.argv[1:]), "model": args.model,
-              "weights_sha256": weights_sha256(args.model)[:12], "seed": args.seed, "images": len(flat), "prompts": len(specs),
+              "weights_sha256": weights_sha256(args.model)[:12], "split": args.split, "seed": args.seed, "images": len(flat), "prompts": len(specs),
               "images_per_prompt": args.images_per_prompt, "understanding_on_own_generations": understanding,
-              "fine_grained_verdict_on_own_generations": fine_grained, "relations_on_renders": relations_on_renders(model),
+              "fine_grained_verdict_on_own_generations": fine_grained, "relations_on_renders": relations_on_renders(model, specs),
               "generation_compworld_bench": generation,
               "gap_understanding_minus_generation": None if acc is None else round(acc - generation["overall"], 4),
               "pretraining": json.loads(stats.read_text()) if stats.exists() else None, "generate_seconds": round(generate_s, 1),

@@ -1,12 +1,15 @@
-"""Issue 18: SRUM on the built-in against its base and controls, on CompWorld-Bench; writes docs/results/TABLE.{json,md}.
+"""Issue 37: the claim. SRUM on the built-in against its base and matched controls on a split of held-out scenes;
+writes docs/results/srum_compworld[_validation].{json,md}.
 
-    python bench/srum_compworld.py [--config configs/srum-compworld.yaml] [--budget-min 20] [--rows srum,uniform,...]
-        [--seeds 0,1,2] [--one-seed 0] [--images-per-prompt 8] [--out runs/bench] [--table srum_compworld]
+    python bench/srum_compworld.py --split validation|test [--updates 800] [--rows grounded,self,...] [--seeds 0,1,2]
+        [--images-per-prompt 8] [--config configs/srum-compworld.yaml] [--out runs/bench]
 
-A table holds one set of weights at one budget. Each row is the configuration with one change (ROWS); SEEDED rows run
---seeds, the others --one-seed; run directories keep their results, so a bench resumes and rows join later. Each
-evaluation (300 held-out prompts x K images, one seed: rows are paired) gives the score and the frozen judge's view of
-the same images. Error reduction = (after - before) / (1 - before); gap = judge accuracy - score.
+Validation is for choices, test for claims (run once per shipped default). A table holds one set of weights, one split
+and one budget in updates (x 64 samples; minutes differ 3x between machines, so they are reported, not fixed). Each
+row is the default with one change (ROWS) and runs every seed but ONE_SEED rows; run directories keep their results,
+so a bench resumes and rows join later. Every evaluation is the split's prompts x K images at one seed (rows are
+paired): the oracle's score and the frozen judge's view of the same images. Error reduction = (after - before) /
+(1 - before); `vs_shuffled`: a row's gain over its matched control in standard errors.
 """
 
 from __future__ import annotations
@@ -24,62 +27,25 @@ from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine
 from srum.evaluate import run_eval
 from srum.models import SampleOptions, load_model, weights_sha256
-from srum.world import CATEGORIES, heldout_set
+from srum.world import CATEGORIES, eval_set
 
 from common import RESULTS, md_table, previous, table_lock, write  # bench/ is on sys.path when a script in it runs
 
-# Rows keep the configuration they ran, by name, when the default changes (docs/results/srum_compworld.md, "How it was
-# run"): until 2026-12-05 evening lambda was 0.1 (LAMBDA_01); before, the map's global factor was the paper's
-# whole-image answer, in pairs (PAPER, PAIRS).
-LAMBDA_01 = ["learner.kl_coef=0.1"]
-PAIRS = ["rollout.prompts_per_step=32", "rollout.samples_per_prompt=2", *LAMBDA_01]  # 64 own samples a step as 32 x 2
-PAPER = ["reward.strict_global=false", *PAIRS]  # the map scaled by the judge's whole-image answer (the paper's form)
-RAFT = ["reward.binarize=true", "reward.centre=none", "learner.lr=1e-4", "learner.kl_coef=0.05"]  # filtered self-imitation
-
-
-def on(base: list[str], *sets: str) -> list[str]:
-    """`base` with `sets` in place of its own settings of the same keys: a row never sets one key twice."""
-    keys = {x.split("=", 1)[0] for x in sets}
-    return [x for x in base if x.split("=", 1)[0] not in keys] + list(sets)
-
-
 ROWS = {
-    # the default: the paper's map on the token grid scaled by the judge's fine-grained verdict, centred per prompt
-    # over groups of 4 samples, lambda 0.05
-    "srum": [],
-    # the control: every weight 1 (self-imitation alone), at lambda 0.1 in pairs and at the default's lambda and groups
-    "uniform": ["reward.map=uniform", "reward.centre=none", *PAPER],
-    "uniform_lambda_0.05": ["reward.map=uniform", "reward.centre=none"],
-    "global_answer": PAPER,  # the paper's form (the default until 2026-12-05)
-    "global_answer_ray": ["engine=ray", "ray.max_staleness=1", *PAPER],
-    "pairs": PAIRS,  # the default's judgement in pairs (32 x 2) and in groups of 8 (8 x 8)
-    "group_8": ["rollout.prompts_per_step=8", "rollout.samples_per_prompt=8", *LAMBDA_01],
-    "strict_global": ["reward.relations=false", *PAIRS],  # the fine-grained verdict without the relation reading
-    "srum_ray": ["engine=ray", "ray.max_staleness=1"],
-    "lambda_0.1": LAMBDA_01,  # the default of 2026-12-05 morning, with the Ray engine, at 2x and 4x the learning rate,
-    "lambda_0.1_ray": ["engine=ray", "ray.max_staleness=1", *LAMBDA_01],
-    "lambda_0.1_lr1e-4": ["learner.lr=1e-4", *LAMBDA_01],
-    "lambda_0.1_lr2e-4": ["learner.lr=2e-4", *LAMBDA_01],
-    "lambda_0.1_batch_128": ["rollout.prompts_per_step=32", *LAMBDA_01],  # ... at twice and half the samples a step
-    "lambda_0.1_batch_32": ["rollout.prompts_per_step=8", *LAMBDA_01],
-    "srum_kl0.02": ["learner.kl_coef=0.02"],
-    # every knob of the paper's form, one at a time (measured on it, in pairs)
-    "paper_map": ["reward.centre=none", *PAPER],
-    "global_only": ["reward.use_local=false", *PAPER],
-    "local_only": ["reward.use_global=false", *PAPER],
-    "lambda_0": on(PAPER, "learner.kl_coef=0"),
-    "binarized": ["reward.binarize=true", *PAPER],
-    "lr_1e-4": ["learner.lr=1e-4", *PAPER],
-    # diagnostics, not SRUM: CompWorld's oracle as the (global-only) judge, and with its regions (perfect local scores)
-    "oracle_judge": ["reward.judge.engine=oracle", "reward.use_local=false", *PAPER],
-    "oracle_regions": ["reward.judge.engine=oracle", *PAPER],
-    # RAFT-style: a sample the judge passes weighs 0.5 (1 inside the regions it passes), one it fails 0; no centring
-    "raft": on(PAPER, *RAFT[:2], "reward.use_local=false", *RAFT[2:]),
-    "raft_fine": on(PAIRS, *RAFT),  # ... filtered by the fine-grained verdict
-    "raft_oracle": on(PAPER, "reward.judge.engine=oracle", *RAFT[:2], "reward.use_local=false", *RAFT[2:]),
+    # the shipped default: the paper's map scaled by the fine-grained verdict, centred per prompt, judge mode grounded
+    "grounded": [],
+    "self": ["reward.judge_mode=self"],  # the model's own judgement alone (no rule reads the image)
+    # the matched controls: each sample weighed by another sample's judgement of the same prompt (same magnitudes,
+    # no information about the sample), in each mode
+    "shuffled_grounded": ["reward.shuffle=true"],
+    "shuffled_self": ["reward.shuffle=true", "reward.judge_mode=self"],
+    "uniform": ["reward.map=uniform", "reward.centre=none"],  # self-imitation alone at the default's lambda
+    # the paper, literally: its map (0.5, regions, times the whole-image answer), uncentred, the model's own judgement
+    "paper": ["reward.centre=none", "reward.strict_global=false", "reward.judge_mode=self"],
+    "oracle": ["reward.judge.engine=oracle"],  # the never-wrong judge in the judge's place: an upper bound
 }
-# the claim and its controls: every seed; the others one seed unless asked
-SEEDED = ("srum", "uniform", "uniform_lambda_0.05")
+ONE_SEED = ("oracle",)
+MATCHED = {"grounded": "shuffled_grounded", "self": "shuffled_self"}
 
 
 def evaluate_base(cfg: TrainConfig, k: int, out: Path) -> dict:
@@ -87,20 +53,21 @@ def evaluate_base(cfg: TrainConfig, k: int, out: Path) -> dict:
     if f.exists():
         return json.loads(f.read_text())
     model = load_model(cfg.model)
-    return run_eval(model, heldout_set()[: cfg.eval.prompts], k, out / "base", cfg.eval.seed, SampleOptions.of(cfg.eval.sampling),
-                    save_images=False, judge_model=model)
+    return run_eval(model, eval_set(cfg.eval.split, cfg.eval.prompts), k, out / "base", cfg.eval.seed,
+                    SampleOptions.of(cfg.eval.sampling), save_images=False, judge_model=model)
 
 
-def run_row(config: Path, name: str, seed: int, budget: float, k: int, out: Path) -> dict:
-    run = out / f"{name}_seed{seed}_{budget:g}min"  # a row of another budget is another run
+def settings(split: str, updates: int, k: int, seed: int = 0) -> list[str]:
+    """What every row sets: the scene split's training stream, a budget in updates, the evaluation at the end."""
+    return ["rollout.scenes=true", f"eval.split={split}", f"steps={updates}", "time_budget_min=0", f"seed={seed}",
+            "eval.at_start=false", f"eval.images_per_prompt={k}"]
+
+
+def run_row(config: Path, name: str, seed: int, split: str, updates: int, k: int, out: Path) -> dict:
+    run = out / f"{name}_seed{seed}"
     if (run / "results.json").exists():
         return json.loads((run / "results.json").read_text())
-    sets = ROWS[name] + [f"seed={seed}", f"time_budget_min={budget}", "eval.at_start=false", f"eval.images_per_prompt={k}"]
-    cfg = load_config(TrainConfig, config, sets)
-    if cfg.engine == "ray":
-        from srum.actors.driver import RayEngine
-
-        return RayEngine(cfg, run, log=lambda *_: None).run()
+    cfg = load_config(TrainConfig, config, ROWS[name] + settings(split, updates, k, seed))
     return LocalEngine(cfg, run, log=lambda *_: None).run()
 
 
@@ -119,15 +86,13 @@ def put_mean(out: dict, key: str, values: list[float]) -> None:
 
 
 def run_figures(r: dict) -> dict:
-    """One run's figures (its results.json) as a table row holds them."""
-    return summary(r["final"]) | {"steps": r["steps_done"], "train_seconds": r["train_seconds"],
-                                  "samples_per_s": r.get("ray", {}).get("samples_per_s", r.get("samples_per_s")),
-                                  "threads": r.get("torch_threads")}
+    """One run's figures (its results.json) as a table row holds them: the budget in updates, samples and seconds."""
+    return summary(r["final"]) | {"updates": r["steps_done"], "samples": r["steps_done"] * r.get("samples_per_step", 64),
+                                  "train_seconds": r["train_seconds"], "threads": r.get("torch_threads")}
 
 
 def aggregate(by_seed: dict[str, dict], base: float) -> dict:
-    """Mean (and standard error over seeds) of every figure of a row's runs; the runs' own figures are kept
-    (`runs`, by seed), so seeds run by later commands join the same row."""
+    """Mean (and standard error over seeds) of every figure of a row's runs; the runs' own figures are kept."""
     rows = list(by_seed.values())
     out = {"seeds": len(rows)}
     for key in rows[0]:
@@ -140,9 +105,17 @@ def aggregate(by_seed: dict[str, dict], base: float) -> dict:
     return out | {"runs": by_seed}
 
 
+def against_controls(rows: dict) -> None:
+    """Each judged row's gain over its matched shuffled control, in standard errors of the difference."""
+    for name, control in MATCHED.items():
+        a, b = rows.get(name), rows.get(control)
+        if a and b and a.get("overall_se") and b.get("overall_se"):
+            a["vs_shuffled"] = round((a["overall"] - b["overall"]) / (a["overall_se"] ** 2 + b["overall_se"] ** 2) ** 0.5, 1)
+
+
 def markdown(res: dict) -> str:
-    cols = ["overall", *CATEGORIES, "error_reduction", "gain_points", "judge_mean_global", "judge_balanced_accuracy", "gap",
-            "steps", "samples_per_s", "threads"]
+    cols = ["overall", *CATEGORIES, "error_reduction", "vs_shuffled", "judge_mean_global", "judge_balanced_accuracy", "gap",
+            "updates", "samples", "train_seconds"]
 
     def cell(row, c):
         v, se = row.get(c), row.get(f"{c}_se")
@@ -150,12 +123,13 @@ def markdown(res: dict) -> str:
 
     rows = [("base", 1, res["base"])] + [(n, row["seeds"], row) for n, row in res["rows"].items()]
     return "\n".join([
-        (f"# SRUM on CompWorld-Bench: the built-in Janus, {res['eval_prompts']} held-out prompts x {res['images_per_prompt']} "
-         f"images, {res['budget_min']} min of training on {res['machine']}"), "",
-        (f"Each row was produced by its command (below the table; weights {res['model_sha256']}). Mean over seeds, ± one standard error where a row "
-         "has several. `judge_*`: the frozen judge (the initial model's understanding) on the same images: its mean global "
-         "score and its balanced accuracy against the oracle (reward hacking would raise the first and lower the second). "
-         "`gap`: the judge's balanced accuracy minus the generator's score."), "",
+        (f"# SRUM on CompWorld-Bench, **{res['split']} split** (held-out scenes): the built-in Janus, {res['eval_prompts']} "
+         f"prompts x {res['images_per_prompt']} images, {res['updates']} updates x 64 samples"), "",
+        (f"Each row was produced by its command (below the table; weights {res['model_sha256']}; {res['machine']}). Mean over "
+         "seeds, ± one standard error. The judge mode is in the row's name (`grounded`: the default, the model's answers "
+         "plus relations read by geometry off its regions; `self`: its answers alone). `judge_*`: the frozen judge (the "
+         "initial model's understanding) on the same images: its mean global score and its balanced accuracy against the "
+         "oracle (reward hacking would raise the first and lower the second). `gap`: judge accuracy minus score."), "",
         *md_table(["row", "seeds", *cols], [(n, k, *(cell(row, c) for c in cols)) for n, k, row in rows]), "",
         "Rows: " + "; ".join(f"`{n}`: {' '.join(ROWS[n]) or 'the default configuration'}" for n in res["rows"]), "",
         "Commands (a row's runs are kept, so rerunning its command rebuilds it without training):", "",
@@ -164,40 +138,38 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--split", choices=["validation", "test"], required=True)
+    ap.add_argument("--updates", type=int, default=800)
     ap.add_argument("--config", type=Path, default=Path("configs/srum-compworld.yaml"))
-    ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--one-seed", type=int, default=0)
     ap.add_argument("--images-per-prompt", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
-    ap.add_argument("--table", default="srum_compworld", help="docs/results/TABLE.{json,md}: one weights' table at one budget")
     args = ap.parse_args()
-    cfg = load_config(TrainConfig, args.config)
-    k = args.images_per_prompt
+    k, split = args.images_per_prompt, args.split
+    cfg = load_config(TrainConfig, args.config, settings(split, args.updates, k))
     sha = weights_sha256(cfg.model)[:12]
-    args.out = args.out / sha  # runs of other weights are never resumed into this table
-    res_file = RESULTS / f"{args.table}.json"
-    previous(res_file, model_sha256=sha, budget_min=args.budget_min)  # another weights' table: refused before training
-    base_report = evaluate_base(cfg, k, args.out)
-    base = base_report["overall"]
-    base_row = summary(base_report)
+    out = args.out / sha / f"{split}_{args.updates}u"  # runs of other weights, splits or budgets are never mixed
+    res_file = RESULTS / ("srum_compworld.json" if split == "test" else f"srum_compworld_{split}.json")
+    identity = {"model_sha256": sha, "split": split, "updates": args.updates}
+    previous(res_file, **identity)  # another table: refused before training
+    base_report = evaluate_base(cfg, k, out)
+    base, base_row = base_report["overall"], summary(base_report)
     base_row["gap"] = round(base_row["judge_balanced_accuracy"] - base, 4) if base_row.get("judge_balanced_accuracy") else None
     command = f"OMP_NUM_THREADS={torch.get_num_threads()} python bench/srum_compworld.py " + " ".join(sys.argv[1:])
     for name in filter(None, args.rows.split(",")):  # --rows "": the base evaluation only
-        seeds = [int(s) for s in args.seeds.split(",")] if name in SEEDED else [args.one_seed]
+        seeds = [int(s) for s in args.seeds.split(",")][: 1 if name in ONE_SEED else None]
         t = time.time()
-        new_runs = {str(s): run_figures(run_row(args.config, name, s, args.budget_min, k, args.out)) for s in seeds}
+        new_runs = {str(s): run_figures(run_row(args.config, name, s, split, args.updates, k, out)) for s in seeds}
         with table_lock(res_file):  # two benches run side by side: read the table after training, not before
-            old = previous(res_file, model_sha256=sha, budget_min=args.budget_min)  # another table is kept, never mixed
+            old = previous(res_file, **identity)
             rows, old_row = old.get("rows", {}), old.get("rows", {}).get(name, {})
             by_seed = dict(sorted((old_row.get("runs", {}) | new_runs).items()))
             rows[name] = aggregate(by_seed, base) | {"commands": [c for c in old_row.get("commands", []) if c != command] + [command]}
+            against_controls(rows)
             print(json.dumps({name: rows[name], "wall_s": round(time.time() - t)}), flush=True)
-            res = {"command": command, "config": str(args.config),
-                   "model": cfg.model, "model_sha256": sha, "budget_min": args.budget_min, "eval_prompts": cfg.eval.prompts,
-                   "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
-            res |= {key: v for key, v in old.items() if key not in res}  # figures added by hand (the README's command 1) stay
+            res = identity | {"command": command, "config": str(args.config), "model": cfg.model, "eval_prompts": len(eval_set(split, cfg.eval.prompts)),
+                              "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
             write(res_file.with_suffix(""), res, markdown(res), notes="\n## What the rows show")
 
 

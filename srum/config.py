@@ -191,8 +191,8 @@ class RewardConfig(Section):
     # over its rollout.samples_per_prompt samples (GRPO-style). `prompt` measured best: every weight of the paper's
     # map is positive, so most of it weighs the model's own samples alike, which only adds noise (docs/findings.md)
     centre: Literal["none", "batch", "prompt"] = "prompt"
-    # a control, not a method: each sample's map is another sample's of the same step, so the weights keep their
-    # distribution (and the update its noise) but carry nothing about the sample they weigh
+    # a control, not a method: each sample's map is another sample's of the same prompt, so the weights keep their
+    # magnitudes (and the update its noise) but carry nothing about the sample they weigh
     shuffle: bool = False
     # components | grid | detector:DIR (a transformers zero-shot detector, e.g. OWLv2 or Grounding DINO, from a
     # local directory, asked for the prompt's objects) | module:function (any other segmenter or detector)
@@ -207,10 +207,10 @@ class RewardConfig(Section):
     # and the relation reading (an image is as good as its worst part); measured better than the paper's global answer
     # alone (docs/results/srum_compworld.md); false is the paper's form
     strict_global: bool = True
-    # read a prompt's relations (CompWorld's, or a free-text "X on the left of Y") off the regions the model recognises
-    # as its objects (their centres compared, as T2I-CompBench scores spatial prompts): the `grounded` part of the
-    # fine-grained verdict, not the model's own reading (srum/rewards/relations.py)
-    relations: bool = True
+    # self: the paper's judge, the model's own answers on the whole image and on each proposed region, no rule reads
+    # the image; grounded: self plus the prompt's relations read by geometry off the regions the model recognises as
+    # its objects (centres compared, as T2I-CompBench scores spatial prompts; srum/rewards/relations.py)
+    judge_mode: Literal["self", "grounded"] = "grounded"
     relation_margin: float = Field(1 / 16, ge=0, lt=1)  # of the image's width: related centres at least this far apart
     judge: JudgeConfig = JudgeConfig()
 
@@ -232,12 +232,14 @@ class LearnerConfig(Section):
     # noise (the rows of rarely drawn image tokens) moves as far as one the reward pushes; a larger eps damps them
     # (1e-5 measured no different on the built-in: docs/results/srum_diagnostics_10min.json)
     adam_eps: float = Field(1e-8, gt=0)
-    # which weights the update touches: generation (janus: the language model and generation modules; bagel: its
-    # generation expert), all (but a VQ), or lora (janus: adapters on the language model; the reference is the
-    # base model, and only the adapters are broadcast)
+    # which weights the update touches: generation (janus: the language model and generation modules; bagel: its generation
+    # expert), all (but a VQ), or lora (janus: adapters on the language model; the reference is the base, only they broadcast)
     train: Literal["generation", "all", "lora"] = "generation"
     lora: LoraConfig = LoraConfig()
     judge_follows: bool = False  # True: the judge uses the current policy's understanding head
+    logprob_check: float = Field(0.1, ge=0, le=1)  # share of learner steps that re-score the batch's sampled tokens (AR)
+    logprob_warn: float = Field(0.1, ge=0)  # the gap (mean |log p recorded - re-scored|, nats; fp32 CPU ~1e-9) that warns
+    logprob_stop: float = Field(1.0, ge=0)  # and that stops the run (bf16 on a GPU has a small gap; srum/learner/agreement.py)
 
 
 class EvalConfig(Section):
@@ -269,7 +271,6 @@ class StandInConfig(Section):
     weights_mb: float = 10.0
 
 
-
 class RayConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS if set, else a fresh loopback-only local instance
     name: str = "srum"  # the controller actor's name in namespace "srum" (what `srum scale --name` finds)
@@ -292,8 +293,7 @@ class RayConfig(Section):
     stand_in: StandInConfig = StandInConfig()
     status_every: int = 10  # the driver prints a one-line status every N learner steps
     learner_restarts: int = Field(3, ge=0)  # a dead learner: back to the newest checkpoint this many times, then stop
-    # a role none of whose actors runs (its nodes lost) waits this long for its pool to come back, then the run stops
-    # with a checkpoint (the same command resumes)
+    # a role with no actor running (its nodes lost) waits this long for its pool, then the run stops with a checkpoint
     pool_wait_s: float = Field(600.0, gt=0)
 
     @model_validator(mode="after")

@@ -47,7 +47,7 @@ class LocalEngine:
                 self.step += 1
                 run.write_samples(self.step, rollouts, judgements)
                 run.record(self.step, m, {"batch": self.step - 1, "ids": [r.id for r in rollouts]})
-                run.judge_failures(self.step, m)  # a judge failing too often stops the run (after its row)
+                run.checks(self.step, m)  # a judge failing too often, a logprob gap: the run stops (after its row)
             except StopRun as e:  # nothing from the bad state is written: no checkpoint (and no row of a bad update)
                 bar.close()
                 run.stopped(e, self.step)

@@ -52,6 +52,9 @@ METRICS = {m.name: m for m in [
     Metric("srum_judge_parse_fallbacks", "counter", "text-judge scores still missing after the retries (their samples fail: srum_judge_failures)"),
     Metric("srum_weight_digest_mismatch", "counter", "generators whose weights after a sync did not match the "
            "published version's digest: the run stops"),
+    Metric("srum_logprob_gap", "gauge", "mean |log p| gap (nats) between the image tokens' log-probabilities a generator "
+           "recorded and the learner's re-scoring with the same version, at the steps it checks (learner.logprob_check; "
+           "absent for flow backends); the run warns above learner.logprob_warn, stops above learner.logprob_stop"),
     Metric("srum_idle_ratio", "gauge", "fraction of wall time a stage's actor waited for work", ("stage",)),
     Metric("srum_restarts", "counter", "dead actors replaced (label role: the role of the replaced actors)"),
     Metric("srum_samples_per_second", "gauge", "scored samples learned from per second, end to end"),

@@ -16,6 +16,9 @@ class Rollout:
     latent: np.ndarray  # what the learner re-scores: flow = clean latent; AR = image tokens
     policy_version: int = 0
     objects: tuple[str, ...] = ()  # the object phrases the local judge checks (empty: taken from the prompt)
+    # AR: each sampled token's log-probability as the generator computed it (float32, like latent), which the learner
+    # re-computes at a sampled share of batches (learner.logprob_check); None for a flow model
+    logprobs: np.ndarray | None = None
 
 
 @dataclass

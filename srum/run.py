@@ -47,17 +47,26 @@ def prepare(run_dir: Path, cfg) -> None:
         before = yaml.safe_load(own.read_text()) or {}
     except yaml.YAMLError as e:
         raise InputError(f"{own}: not valid YAML ({e}); move the run aside or repair its config") from None
-    now = cfg.model_dump(mode="json")
+    now, defaults = cfg.model_dump(mode="json"), type(cfg)().model_dump(mode="json")
     for key in IDENTITY:
-        for path, a, b in _differences(before.get(key), now.get(key), key):
+        for path, a, b in _differences(before.get(key), now.get(key), key, defaults.get(key)):
             raise InputError(f"{own}: {path}: the run was started with {a!r}, this command says {b!r}; resume it with "
                              f"its own settings or give another --out")
 
 
-def _differences(a, b, path: str):
+RETIRED = "no such option in this srum (renamed or retired: docs/config.md)"
+
+
+def _differences(a, b, path: str, default=None):
+    """Where a run's config.yaml (a) and this command's (b) differ. An option added to srum since the run started,
+    absent from a and at its default in b, is the same run (an upgrade keeps runs resumable); one b no longer has
+    is named as such."""
     if isinstance(a, dict) and isinstance(b, dict):
+        d = default if isinstance(default, dict) else {}
         for k in sorted(set(a) | set(b)):
-            yield from _differences(a.get(k), b.get(k), f"{path}.{k}")
+            if k not in a and b[k] == d.get(k, object()):
+                continue
+            yield from _differences(a.get(k), b.get(k, RETIRED), f"{path}.{k}", d.get(k))
     elif a != b:
         yield path, a, b
 
@@ -97,6 +106,25 @@ class Run:
                           f"reward.judge.max_failure_share {j.max_failure_share} of a window of {j.failure_window}) at step "
                           f"{step}; failed samples are dropped, never scored 0: fix the judge, then run the same command "
                           "to resume", step)
+
+    def checks(self, step: int, row: dict) -> None:
+        """After a learned step's row is written: the checks that may stop the run by name (StopRun)."""
+        self.judge_failures(step, row)
+        self.logprob_gap(step, row)
+
+    def logprob_gap(self, step: int, row: dict) -> None:
+        """Rollout and learner agree (issue 39, srum/learner/agreement.py): a step's log-probability gap beyond
+        learner.logprob_warn is said, beyond learner.logprob_stop the run stops (StopRun "logprob_gap")."""
+        gap, c = row.get("logprob_gap"), self.cfg.learner
+        if gap is None or not (gap > c.logprob_warn or gap > c.logprob_stop or gap != gap):
+            return
+        what = (f"step {step}: the learner's log-probabilities of the sampled tokens lie {gap:.3g} nats from those the "
+                f"generator recorded (mean over tokens; max {row.get('logprob_gap_max', float('nan')):.3g})")
+        if gap > c.logprob_stop or gap != gap:  # (NaN: no agreement at all)
+            raise StopRun("logprob_gap", f"{what}, above learner.logprob_stop {c.logprob_stop}: generator and learner do not "
+                          "compute the same policy (weights, prompt format, dtype); fix that, then run the same command "
+                          "to resume", step)
+        self.log(f"srum: warning: {what}, above learner.logprob_warn {c.logprob_warn}")
 
     def stopped(self, e: StopRun, step: int) -> None:
         """A check stopped the run (issue 39): say so by name (log line, RUN/stopped.json, which `srum status`

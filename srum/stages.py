@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from .config import RewardConfig, TrainConfig
+from .learner.agreement import checks, logprob_gap
 from .learner.learner import Learner
 from .models import SampleOptions, load_model
-from .models.synced import flat_digest
+from .models.synced import flat_digest, wire_array
 from .records import Judgement, Rollout
 from .rewards.judge import JudgeOptions, SelfJudge, TextModeJudge
 from .rewards.oracle_judge import OracleJudge
@@ -87,9 +88,10 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
 
 
 def load_weights(model, flat, version: int, share: bool = False) -> None:
-    """Load a flat float32 buffer (a numpy array straight from the object store, read-only and
-    zero-copy) into `model`: copied into its parameters, or with share=True used in place (the
-    parameters become views of the shared buffer: no copy at all, for inference-only replicas)."""
+    """Load a flat buffer (a numpy array straight from the object store or the ring, read-only and zero-copy;
+    a torch view of it for a dtype numpy lacks, bf16) into `model`: copied into its parameters, or with
+    share=True used in place (the parameters become views of the shared buffer: no copy at all, for
+    inference-only replicas)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "non-writable array": it is only ever read
         model.load_flat_weights(torch.as_tensor(flat), version, share)
@@ -124,8 +126,11 @@ class RolloutStage:
         seed = (self.cfg.seed * 1_000_003 + batch) % 2**62
         rollouts = draw_rollouts(self.policy, [it.prompt for it in items], r.samples_per_prompt, seed,
                                  SampleOptions.of(r.sampling), [it.category for it in items], [it.objects for it in items])
+        drift = fault_value("logprob_drift")  # fault injection: recorded log-probabilities off by batch x drift/100 nats
         for i, ro in enumerate(rollouts):  # ids name the batch and the sample: unique across the run
             ro.id = f"b{batch}-{i}"
+            if drift and ro.logprobs is not None:
+                ro.logprobs = ro.logprobs - batch * drift / 100
         return rollouts
 
 
@@ -193,26 +198,32 @@ class LearnerStage:
         self.cfg, self.shard = cfg, shard  # (rank, world) of a data-parallel learner group
         self.policy = policy if policy is not None else load_policy(cfg)
         self.learner = Learner(self.policy, cfg.learner, cfg.reward, cfg.rollout.samples_per_prompt)
+        if shard[0] == 0 and (why := checks(self.policy, cfg.learner.logprob_check)):
+            print(f"srum: {why}", flush=True)  # said, not silently skipped (issue 39)
 
     @property
     def version(self) -> int:
         return self.learner.version
 
     def step(self, rollouts: list[Rollout], judgements: list[Judgement]) -> dict:
-        n = len(rollouts)
+        n, (rank, world) = len(rollouts), self.shard
+        # rollout and learner agree (issue 39): read-only, on the batch as sampled (rank 0 checks its share; other ranks none)
+        agree = logprob_gap(self.policy, rollouts, self.cfg.learner.logprob_check if rank == 0 else 0, self.cfg.seed,
+                            self.learner.version, slice(0, n // world))
         rollouts, judgements, failures = drop_failed(rollouts, judgements, self.cfg.rollout.samples_per_prompt)
         counts = {"judge_samples": n, "judge_failures": failures, "judge_dropped": n - len(rollouts)}  # dropped: failed groups
         if not rollouts:  # every group had a failed sample: no update, no new version; the step is counted
-            return {"version": self.learner.version, "skipped": True, **counts,
+            return {"version": self.learner.version, "skipped": True, **counts, **agree,
                     **dict.fromkeys(("total", "reward_term", "kl_term", "grad_norm", "global_reward", "local_reward",
                                      "map_mean"))}
         noise = step_generator(self.cfg.seed, self.learner.version, 1)
         m = self.learner.step(list(zip(rollouts, judgements)), noise, self.shard)
-        return {"version": self.learner.version, **{k: round(v, 6) for k, v in m.items()}, **reward_metrics(judgements), **counts}
+        return {"version": self.learner.version, **{k: round(v, 6) for k, v in m.items()}, **reward_metrics(judgements), **counts,
+                **agree}
 
     def flat_weights(self) -> np.ndarray:
         """The live weights (no copy): serialise it (return it from an actor call, ray.put) before the next step."""
-        return self.learner.weights_buffer.cpu().numpy()  # on a GPU: the one device-to-host copy
+        return wire_array(self.learner.weights_buffer)  # on a GPU: the one device-to-host copy; bf16 as its int16 bits
 
     def weights_digest(self) -> tuple[float, ...]:
         """The digest of the weights as published now (`flat_digest` of the flat buffer)."""

@@ -32,6 +32,10 @@ def run_status(run: Path) -> dict:
         out["judge_failures"] = {"samples": sum(r.get("judge_failures") or 0 for r in rows),  # issue 39: never a 0
                                  "dropped": sum(r.get("judge_dropped") or 0 for r in rows),
                                  "of": sum(r.get("judge_samples") or 0 for r in rows)}
+        gaps = [r["logprob_gap"] for r in rows if r.get("logprob_gap") is not None]  # issue 39: rollout vs learner
+        if gaps or any(r.get("logprob_unchecked") for r in rows):
+            out["logprob_gap"] = {"last": gaps[-1] if gaps else None, "max": max(gaps, default=None), "checked": len(gaps),
+                                  "unchecked": sum(r.get("logprob_unchecked") or 0 for r in rows)}
         out["reissued"] = last.get("reissued", 0)  # batches made again after their generator died
         out["restarts"] = {role: last.get(f"restarts_{role}", 0) for role in ("generator", "judge", "learner")}
         if last.get("nodes_lost"):  # Ray engine on a cluster: nodes that died during the run

@@ -34,6 +34,25 @@ def test_prepare_refuses_another_identity(tmp_path):
         prepare(run, other)
 
 
+def test_prepare_resumes_a_run_older_than_an_option_at_its_default(tmp_path):
+    """A run started before srum had an option (its config.yaml lacks the key) is the same run when the option is at
+    its default; set otherwise, or an option this srum no longer has, it is refused by name."""
+    import yaml
+
+    run, cfg = make_run(tmp_path)
+    old = yaml.safe_load((run / "config.yaml").read_text())
+    del old["learner"]["logprob_check"]
+    old["reward"]["relations"] = True  # retired (reward.judge_mode)
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(InputError, match="reward.relations: the run was started with True, this command says 'no such option"):
+        prepare(run, cfg)
+    del old["reward"]["relations"]
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    prepare(run, cfg)
+    with pytest.raises(InputError, match="learner.logprob_check: the run was started with None, this command says 0.5"):
+        prepare(run, load_config(TrainConfig, None, ["learner.logprob_check=0.5"]))
+
+
 def test_prepare_refuses_a_file(tmp_path):
     f = tmp_path / "x"
     f.write_text("mine")

@@ -22,7 +22,16 @@ from ray_head import free_port
 
 from srum.cli import main
 from srum.io import write_json, write_text
-from srum.serve import MAX_BODY, RequestError, decode_png, encode_png, generate_request
+from srum.serve import (
+    MAX_BODY,
+    ImageSides,
+    RequestError,
+    decode_png,
+    encode_png,
+    generate_request,
+    judge_request,
+    judge_sides,
+)
 
 TOKEN = "s3cret-token"
 
@@ -122,6 +131,7 @@ def test_follow_swaps_in_the_runs_newest_checkpoint(server):
             break
         time.sleep(0.3)
     assert h["checkpoint"] == "step_000002" and h["policy_version"] == 5 and h["judge_policy_version"] == 5
+    assert h["judge_image_sides"] == [32, 32]  # the built-in Janus judges its own 32 x 32 only
     assert request(url, "/generate", {"prompt": "a red square"})[1]["policy_version"] == 5
 
 
@@ -147,6 +157,7 @@ def test_every_malformed_request_is_a_4xx_with_a_message(server):
         ("/generate", {"prompt": "a red squircle"}, None, 422, "matches no CompWorld v1 template"),
         ("/generate", {"prompt": "a red square " * 100}, None, 422, "longer than"),
         ("/generate", b"x" * (MAX_BODY + 1), None, 413, "limit"),
+        ("/judge", b"x" * (ImageSides().max_body + 1), None, 413, "byte limit of /judge (a 32x32 RGB PNG)"),
         ("/judge", {"prompt": "a red square"}, None, 422, "missing field 'image'"),
         ("/judge", {"prompt": "a red square", "image": 5}, None, 422, "base64 string"),
         ("/judge", {"prompt": "a red square", "image": "not base64!!"}, None, 422, "not valid base64"),
@@ -174,6 +185,9 @@ def test_every_malformed_request_is_a_4xx_with_a_message(server):
     assert r.status == 413 and "limit" in json.loads(r.read())["error"]
     conn.close()
     assert request(url, "/healthz")[0] == 200  # and the server is still up
+    # /judge's limit is scaled to the largest PNG it takes: a body over /generate's limit but under it is judged
+    padded = json.dumps({"prompt": "a red square", "image": ok_img}).encode() + b" " * MAX_BODY
+    assert MAX_BODY < len(padded) <= ImageSides().max_body and request(url, "/judge", raw=padded)[0] == 200
 
 
 @pytest.mark.slow
@@ -195,6 +209,27 @@ def test_request_parsing_without_a_server():
     with pytest.raises(RequestError, match="between 1 and 16") as e:
         generate_request(b'{"prompt": "a red square", "n": 17}')
     assert e.value.status == 422
+
+
+def test_judge_takes_the_models_own_image_sizes_and_the_body_limit_follows():
+    janus, bagel = type("Janus", (), {"image_size": 32})(), type("Bagel", (), {"image_size": 1024, "judge_sides": (14, 1024)})()
+    assert judge_sides(janus) == (32, 32) and judge_sides(bagel) == (14, 1024)
+    small, big = ImageSides(*judge_sides(janus)), ImageSides(*judge_sides(bagel))
+    assert small == ImageSides() and MAX_BODY < small.max_body < big.max_body < 5 * 2**20
+    rng = np.random.default_rng(0)
+    for sides in (small, big):  # noise does not compress: the largest PNG of the largest image, as a data: URL, fits
+        noise = rng.integers(0, 256, (sides.hi, sides.hi, 3), dtype=np.uint8)
+        body = json.dumps({"prompt": "a red square", "image": "data:image/png;base64," + encode_png(noise)}).encode()
+        assert len(body) <= sides.max_body
+        assert np.array_equal(judge_request(body, sides)[1], noise)
+    for h, w in ((14, 14), (96, 96), (1024, 1024), (40, 17)):  # any width and height in BAGEL's range
+        assert decode_png(encode_png(np.zeros((h, w, 3), np.uint8)), big).shape == (h, w, 3)
+    for h, w in ((13, 13), (1024, 1025), (2048, 16)):
+        with pytest.raises(RequestError, match=f"an RGB PNG of 14 to 1024 pixels a side .*got {w}x{h} RGB") as e:
+            decode_png(encode_png(np.zeros((h, w, 3), np.uint8)), big)
+        assert e.value.status == 422
+    with pytest.raises(RequestError, match="must be a 32x32 RGB PNG, got 96x96 RGB"):  # the built-in's: 32 x 32 only
+        decode_png(encode_png(np.zeros((96, 96, 3), np.uint8)), small)
 
 
 def test_cli_refuses_bad_arguments_before_starting_anything(tmp_path, capsys):

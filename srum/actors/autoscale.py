@@ -55,3 +55,5 @@ class RolloutAutoscaler:
             from ray.autoscaler.sdk import request_resources
 
             request_resources(bundles=[])
+            self.trace.append({"t": round(time.time(), 1), "action": "release", "generators": 0})
+            print("srum: autoscale: the run is over; withdrew its request for the generators' resources", flush=True)

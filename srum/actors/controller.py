@@ -325,7 +325,7 @@ class Controller:
                **self.counts, "restarts_learner": self.learner_restarts,
                "generate_s": round(b.meta.get("generate_s", 0), 4), "judge_s": round(b.meta.get("judge_s", 0), 4)}
         self.run_dir.record(self.step, row, {"batch": b.index, "generated_by": b.version, "ids": b.meta.get("ids", [])})
-        self.run_dir.judge_failures(self.step, row)  # a judge failing too often stops the run (StopRun)
+        self.run_dir.checks(self.step, row)  # a judge failing too often, a logprob gap: the run stops (StopRun)
         self.history.append({k: row[k] for k in HISTORY_KEYS})
         self.metrics.inc("srum_batches", event="consumed")
         for name, value in (("srum_staleness", row["staleness"]), ("srum_policy_version", self.version),

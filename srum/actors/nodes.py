@@ -35,7 +35,14 @@ class NodeWatch:
             return None
         self.last = time.perf_counter()
         now = self._alive()
-        for node in self.alive.keys() - now.keys():
+        gone = self.alive.keys() - now.keys()
+        # DeathReason 1: an expected termination (the autoscaler giving back an idle node, `ray stop`): not a loss
+        why = {n["NodeID"]: n.get("DeathReasonMessage") for n in (ray.nodes() if gone else [])
+               if n["NodeID"] in gone and n.get("DeathReason") == 1}
+        for node in gone:
+            if node in why:
+                print(f"srum: node {node[:12]} ({self.alive[node]}) left: {why[node] or 'stopped on purpose'}", flush=True)
+                continue
             self.lost += 1
             self.metrics.inc("srum_nodes_lost")
             print(f"srum: node {node[:12]} ({self.alive[node]}) lost; its actors are replaced on nodes that have "

@@ -18,7 +18,7 @@ import torch
 from ..config import TrainConfig
 from ..io import StopRun
 from ..metrics import Recorder
-from ..models.synced import digests_match
+from ..models.synced import digests_match, dtype_name
 from ..run import Run
 from ..stages import judge_stage, learner_stage, rollout_stage
 from .weights.collective import (
@@ -111,9 +111,10 @@ class GeneratorActor(Located):
                           weights.version)
 
     @ray.method(concurrency_group="sync")
-    def join_broadcast(self, address: str, epoch: int, rank: int, world: int, backend: str, numel: int) -> None:
+    def join_broadcast(self, address: str, epoch: int, rank: int, world: int, backend: str, numel: int,
+                       dtype: str = "float32") -> None:
         if self.staging is None:  # gloo receives on the host (the load then copies to a GPU); NCCL on the device
-            self.staging = StagingBuffers(numel, self.stage.device if backend == "nccl" else "cpu")
+            self.staging = StagingBuffers(numel, self.stage.device if backend == "nccl" else "cpu", dtype)
         self.group = BroadcastGroup(address, epoch, rank, world, backend)
 
     @ray.method(concurrency_group="sync")
@@ -215,6 +216,7 @@ class LearnerActor(Located):
         r.set("srum_global_reward", m["global_reward"])
         r.set("srum_local_reward", m["local_reward"])
         r.set("srum_reward_map_mean", m["map_mean"])
+        r.set("srum_logprob_gap", m.get("logprob_gap"))  # only at the steps that checked (issue 39)
         for term in ("total", "reward_term", "kl_term"):
             r.set("srum_loss", m[term], term=term)
         if samples_at is not None:
@@ -231,7 +233,7 @@ class LearnerActor(Located):
 
     # shared-memory transport (rank 0): a ring of slots on this node, written one version at a time
     def open_ring(self, slots: int, tag: str) -> str:
-        self.ring = SlotRing(self.stage.flat_weights().size, slots, tag)
+        self.ring = SlotRing(self.weights_numel(), slots, tag, self.weights_dtype())
         return str(self.ring.path)
 
     def write_slot(self, slot: int, epoch: int = 0) -> Published:
@@ -252,6 +254,10 @@ class LearnerActor(Located):
 
     def weights_numel(self) -> int:
         return self.stage.weights_tensor().numel()
+
+    def weights_dtype(self) -> str:
+        """The flat buffer's dtype ('float32', 'bfloat16'): every transport carries it bit for bit."""
+        return dtype_name(self.stage.weights_tensor().dtype)
 
     def checkpoint(self, step: int, data: dict) -> str | None:
         d = self.stage.checkpoint(self.dir, step, data)

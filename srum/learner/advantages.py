@@ -32,3 +32,17 @@ def centre(weights: torch.Tensor, how: str = "batch", group: int = 1) -> torch.T
         raise ValueError(f"a batch of {weights.shape[0]} samples is not whole groups of {group}")
     g = weights.view(-1, group, weights.shape[1])
     return (g - g.mean(dim=(1, 2), keepdim=True)).view_as(weights)
+
+
+def shuffled_within_groups(n: int, group: int, seed: int) -> list[int]:
+    """For the matched control (`reward.shuffle`): an order of n samples in which each takes the place of another
+    sample of its own group of `group` consecutive ones (its prompt's). A random cycle through each group, so no
+    sample keeps its own judgement; the weights keep their magnitudes and lose what they said about the sample."""
+    if group < 2 or n % group:
+        raise ValueError(f"reward.shuffle needs whole groups of two or more samples per prompt ({n} samples, group {group})")
+    rng, order = np.random.default_rng(seed), []
+    for start in range(0, n, group):
+        cycle = start + rng.permutation(group)
+        source = dict(zip(cycle.tolist(), np.roll(cycle, -1).tolist()))  # each sample takes its successor's judgement
+        order += [source[i] for i in range(start, start + group)]
+    return order

@@ -21,7 +21,7 @@ from ..io import (
 )
 from ..records import Judgement, Rollout
 from ..testing.faults import fault_fires
-from .advantages import centre, pool_to_tokens
+from .advantages import centre, pool_to_tokens, shuffled_within_groups
 from .objective import srum_loss
 
 
@@ -34,6 +34,8 @@ class Learner:
         self.policy, self.cfg, self.reward, self.group = policy, cfg, reward, group  # group: samples per prompt
         if reward.centre == "prompt" and group < 2:  # a sample alone against its own mean: every weight 0
             raise ValueError(f"reward.centre {reward.centre} needs several samples per prompt (group {group})")
+        if reward.shuffle and group < 2:  # no other sample of the prompt to take the judgement of
+            raise ValueError(f"reward.shuffle needs several samples per prompt (group {group})")
         # The frozen reference is the initial policy (the learner is made before a resume loads weights): the KL
         # term keeps the update near it. A backend may make it without a copy (LoRA: adapters switched off).
         self.reference = policy.make_reference()
@@ -47,15 +49,18 @@ class Learner:
             if p.requires_grad:
                 params.append(p)
         self.params = params
-        # fp32 master weights: the model itself is fp32 here; mixed precision would keep this copy.
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+        # fp32 master weights: a bf16 model (BAGEL's generation expert on a GPU) steps fp32 copies of its weights, so
+        # an update below a bf16 ulp accumulates rather than vanishing (or drifting: UniRL's bf16 master); the bf16
+        # weights, which are what is published, are the masters rounded after each step. fp32 weights are their own.
+        self.master = [p if p.dtype == torch.float32 else p.detach().float() for p in params]
+        self.opt = torch.optim.AdamW(self.master, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         self.version = policy.policy_version
 
     def token_weights(self, judgements: list[Judgement], tokens: int | None = None) -> torch.Tensor:
         """The maps pooled to the backend's token grid; `tokens`: the latents' token count, when a flow model drew
         them at another square size than its default (sampling.height / width)."""
-        if self.reward.shuffle:  # the control: every sample gets another sample's map (seeded by the version)
-            judgements = [judgements[i] for i in np.random.default_rng(self.version).permutation(len(judgements))]
+        if self.reward.shuffle:  # the control: every sample gets another sample's map of its prompt
+            judgements = [judgements[i] for i in shuffled_within_groups(len(judgements), self.group, self.version)]
         grid = self.policy.token_grid
         if tokens is not None and tokens != grid * grid:
             grid = math.isqrt(tokens)
@@ -87,7 +92,8 @@ class Learner:
         losses["total"].backward()
         if world > 1:
             losses = average_over_ranks(self.params, losses, world)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.grads_to_master()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.master, self.cfg.grad_clip)
         # Before the step: a non-finite loss, gradient or weight is never applied (the weights stay as the newest
         # checkpoint and the last published version left them) and stops the run by name.
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
@@ -99,6 +105,10 @@ class Learner:
                                  f"({', '.join(f'{k} {float(v.detach())}' for k, v in losses.items())}, grad_norm "
                                  f"{float(grad_norm)}); the step was skipped, nothing was written from it", self.version + 1)
         self.opt.step()
+        with torch.no_grad():
+            for m, p in zip(self.master, self.params):
+                if m is not p:
+                    p.copy_(m)  # rounded to the model's dtype: the weights the generators will run
         if not torch.isfinite(self.weights_buffer).all():  # a finite gradient that overflowed a weight
             raise NonFiniteError("non_finite", f"update {self.version + 1}: the step made weights non-finite; nothing "
                                  "was written from it", self.version + 1)
@@ -106,15 +116,30 @@ class Learner:
         self.policy.policy_version = self.version
         return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "weight_mean": float(w.mean())}
 
+    def grads_to_master(self) -> None:
+        """A bf16 weight's gradient, in fp32, onto its master (the optimiser sees only the masters)."""
+        for m, p in zip(self.master, self.params):
+            if m is not p:
+                m.grad, p.grad = (None if p.grad is None else p.grad.float()), None
+
     # ---- state ----
     def save(self, path: Path, extra: dict[str, str]) -> None:
-        """The optimiser's state and the version (the frozen reference is the run's initial model, rebuilt on resume)."""
-        save_tensors(optimizer_tensors(self.opt), path, {"version": str(self.version), **extra})
+        """The optimiser's state, the fp32 masters of bf16 weights and the version (the frozen reference is the run's
+        initial model, rebuilt on resume)."""
+        masters = {f"master.{i}": m for i, (m, p) in enumerate(zip(self.master, self.params)) if m is not p}
+        save_tensors(optimizer_tensors(self.opt) | masters, path, {"version": str(self.version), **extra})
 
     def load(self, path: Path) -> None:
         t = load_tensors(path)
         self.version = int(load_metadata(path)["version"])
         load_optimizer(self.opt, t)
+        for i, (m, p) in enumerate(zip(self.master, self.params)):
+            if m is not p:  # the masters hold bits the rounded weights lost: a resume without them would not be exact
+                if f"master.{i}" not in t:
+                    raise ValueError(f"{path}: no fp32 master `master.{i}` for the bf16 weight {tuple(p.shape)}: this "
+                                     "checkpoint was not written by a bf16 learner")
+                with torch.no_grad():
+                    m.copy_(t[f"master.{i}"])
         self.policy.policy_version = self.version
 
 

@@ -3,6 +3,7 @@
     sample(prompts, seed, opts) -> (images uint8 (B, H, W, 3), latents)   # latents: what the loss re-scores
     judge_yes_prob(images, questions) -> np.ndarray                        # P(yes); a score in [-1, 1] is 2p - 1
     question(prompt) -> str                                                # the judge's yes/no question
+    image_size; judge_sides (optional) -> (lo, hi)                         # sides judge_yes_prob takes (else image_size)
     objective: "tokens" -> image_logits(prompts, tokens)                   # autoregressive image tokens
                "flow"   -> flow_inputs(latents, generator), velocity(x_t, t, prompts)
     autocast(), reference_view(reference), make_reference(), trainable(mode), token_grid

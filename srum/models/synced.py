@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
+import numpy as np
 import torch
 
 DIGEST_CHUNKS, DIGEST_LEN = 16, 1024  # a weight digest: float64 sums of 16 strided chunks of 1,024 values
@@ -20,8 +22,9 @@ def digest_spans(n: int) -> list[tuple[int, int]]:
 
 
 def flat_digest(flat) -> tuple[float, ...]:
-    """A cheap digest of flat weights (a torch tensor or numpy array): the float64 sum of each of 16 strided chunks
-    (16 k values read, whatever the model's size). It tells versions apart, a buffer from a stale or wrong one, and
+    """A cheap digest of flat weights (a torch tensor or numpy array in the weights' own dtype: a bf16 buffer as
+    `wire_tensor` gives it back, not its raw bits): the float64 sum of each of 16 strided chunks
+    (16 k values read, whatever the model's size; a bf16 or float32 value is exact in float64). It tells versions apart, a buffer from a stale or wrong one, and
     LoRA adapters from the zeros they start as; a change outside the chunks (one value of billions) it may miss."""
     t = torch.as_tensor(flat).reshape(-1)
     return tuple(float(t[a:b].double().sum()) for a, b in digest_spans(t.numel()))
@@ -29,6 +32,51 @@ def flat_digest(flat) -> tuple[float, ...]:
 
 def digests_match(a, b) -> bool:
     return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6) for x, y in zip(a, b))
+
+
+# ---- the flat buffer on the wire: its own dtype, bit for bit. numpy (the object store, the shared-memory ring) has no
+# bf16, so a dtype numpy lacks travels as the raw bits of the integer of its width and is viewed back on arrival.
+RAW_BITS = {torch.bfloat16: torch.int16}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32', 'bfloat16', ...: how a buffer's dtype is named in a `Published` handle."""
+    return str(dtype).removeprefix("torch.")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"flat weights of dtype {name!r}: not a floating-point torch dtype")
+    return dtype
+
+
+def wire_dtype(name: str) -> np.dtype:
+    """The numpy dtype a flat buffer of dtype `name` travels as: its own, or the raw bits of one numpy lacks."""
+    t = torch_dtype(name)
+    return torch.empty(0, dtype=RAW_BITS.get(t, t)).numpy().dtype
+
+
+def wire_array(flat: torch.Tensor) -> np.ndarray:
+    """The flat weights as a numpy array of the same bytes: float32 as it is, bf16 as its raw int16 bits (no copy on
+    the CPU; on a GPU the one device-to-host copy). `wire_tensor(a, dtype_name(flat.dtype))` gives them back."""
+    t = flat.detach().reshape(-1).cpu()
+    return t.view(RAW_BITS.get(t.dtype, t.dtype)).numpy()
+
+
+def wire_tensor(array: np.ndarray, dtype: str):
+    """Flat weights of dtype `dtype` from the numpy array they travelled as (`wire_array`), without a copy: the array
+    itself where numpy has the dtype (float32), else a torch view of its memory in `dtype` (bf16). A read-only array
+    (the object store's, the ring's) stays read-only memory: only read the result."""
+    if array.dtype != wire_dtype(dtype):
+        raise ValueError(f"flat weights published as {dtype} arrived as a numpy {array.dtype} array; "
+                         f"expected {wire_dtype(dtype)}")
+    t = torch_dtype(dtype)
+    if t not in RAW_BITS:
+        return array
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": it is only ever read
+        return torch.from_numpy(array).view(t)
 
 
 class SyncedWeights:

@@ -38,7 +38,7 @@ class JudgeOptions:
     def of(cls, r) -> "JudgeOptions":
         """The options a RewardConfig names (its map form, which scores count, how regions are matched)."""
         return cls(r.map == "uniform", r.use_global, r.use_local, r.binarize, r.match, r.unmatched, r.strict_global,
-                   r.relations, r.relation_margin)
+                   r.judge_mode == "grounded", r.relation_margin)
 
     def global_of(self, g: float, regions: list[Region], relation: float | None = None) -> float:
         """The global score the map is scaled by: the judge's, or with strict_global its fine-grained verdict."""

@@ -14,8 +14,9 @@ def draw_rollouts(model, prompts: list[str], n: int = 1, seed: int = 0, opts=Non
     flat = [p for p in prompts for _ in range(n)]
     cats = [c for c in (categories or [category_of(p) for p in prompts]) for _ in range(n)]
     objs = [o for o in (objects or [()] * len(prompts)) for _ in range(n)]
-    images, latents = model.sample(flat, seed, opts)
-    return [Rollout(f"{seed}-{i}", p, c, images[i], latents[i], model.policy_version, tuple(o))
+    tokens = getattr(model, "objective", None) == "tokens"  # an AR backend records its tokens' log-probabilities
+    images, latents, *lp = model.sample(flat, seed, opts, logprobs=True) if tokens else model.sample(flat, seed, opts)
+    return [Rollout(f"{seed}-{i}", p, c, images[i], latents[i], model.policy_version, tuple(o), lp[0][i] if lp else None)
             for i, (p, c, o) in enumerate(zip(flat, cats, objs))]
 
 

@@ -3,10 +3,17 @@
     POST /generate {"prompt": str, "n": 1..16 (default 1), "seed": int (default 0)}
          -> {"prompt", "category", "n", "seed", "policy_version", "images": [base64 RGB PNG at the model's size:
              32x32 for the built-in, 1024x1024 for BAGEL-7B-MoT at its defaults]}
-    POST /judge    {"prompt": str, "image": base64 PNG (32x32 RGB)}
+    POST /judge    {"prompt": str, "image": base64 RGB PNG at a size the model's judge takes: 32x32 for the
+                    built-in; for BAGEL any width and height from one ViT patch (14) to its largest image (1024),
+                    its own /generate size included (the understanding transform resizes it for the ViT)}
          -> {"prompt", "policy_version", "global_score", "regions": [{"box", "label", "score"}], "relation_score",
-             "reward_map": 32 x 32 floats, "reward_map_range": [lo, hi], "reward_map_png": base64 grey PNG}
-    GET  /healthz  -> {"ok": true, "policy_version", "judge_policy_version", "checkpoint"}
+             "reward_map": H x W floats (the image's size), "reward_map_range": [lo, hi], "reward_map_png": base64 grey PNG}
+    GET  /healthz  -> {"ok": true, "policy_version", "judge_policy_version", "checkpoint", "judge_image_sides": [lo, hi]}
+
+Request bodies are limited to MAX_BODY (64 KiB), /judge's to MAX_BODY plus the largest PNG of its largest image
+(`ImageSides.max_body`: 69 KiB for 32 x 32, 4.1 MiB for 1024 x 1024); over it a 413 names the limit, an image of
+another size a 422 names the sizes accepted. The sizes follow the loaded model: the ingress asks the judge
+deployment once (`Judge.sides`).
 
 Three deployments: `Api` (the FastAPI ingress: authentication, size limits, validation, one replica)
 calls `Generator` and `Judge` through deployment handles; those two hold a model each and autoscale
@@ -43,10 +50,12 @@ from .requests import (
     MAX_BODY,
     POLL_S,
     SAMPLING,
+    ImageSides,
     RequestError,
     encode_png,
     generate_request,
     judge_request,
+    judge_sides,
     judgement_json,
     log,
 )
@@ -150,6 +159,10 @@ class Judge(ModelReplica):
     async def judge(self, prompt: str, image: np.ndarray) -> dict:
         return await self.run(self._judge, prompt, image)
 
+    async def sides(self) -> tuple[int, int]:
+        """The image sides this model's judge takes (`judge_sides`): what /judge accepts."""
+        return judge_sides(self.m.current[0])
+
     def _judge(self, prompt: str, image: np.ndarray) -> dict:
         from ..records import Rollout
 
@@ -169,18 +182,18 @@ async def _http_error(_request, e: StarletteHTTPException):  # unknown path 404,
     return JSONResponse({"error": str(e.detail)}, e.status_code, headers=getattr(e, "headers", None))
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int = MAX_BODY, what: str = "") -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise RequestError(400, "Content-Length is not a number")
-        if int(declared) > MAX_BODY:
-            raise RequestError(413, f"body of {declared} bytes is over the {MAX_BODY}-byte limit")
+        if int(declared) > limit:
+            raise RequestError(413, f"body of {declared} bytes is over the {limit}-byte limit{what}")
     buf = bytearray()
     async for chunk in request.stream():  # chunked bodies carry no Content-Length: count as they come
         buf += chunk
-        if len(buf) > MAX_BODY:
-            raise RequestError(413, f"body is over the {MAX_BODY}-byte limit")
+        if len(buf) > limit:
+            raise RequestError(413, f"body is over the {limit}-byte limit{what}")
     return bytes(buf)
 
 
@@ -189,6 +202,12 @@ async def read_body(request: Request) -> bytes:
 class Api:
     def __init__(self, generator, judge, token_sha256: str | None):
         self.generator, self.judge_, self.token_sha256 = generator, judge, token_sha256
+        self.sides = None  # what /judge accepts: asked of the judge deployment (its loaded model) once
+
+    async def _judge_sides(self) -> ImageSides:
+        if self.sides is None:
+            self.sides = ImageSides(*await self.judge_.sides.remote())
+        return self.sides
 
     def _authorise(self, request: Request) -> None:
         if self.token_sha256 is None:
@@ -225,7 +244,9 @@ class Api:
     @app.post("/judge")
     async def judge(self, request: Request) -> JSONResponse:
         async def work():
-            prompt, image = judge_request(await read_body(request))
+            sides = await self._judge_sides()
+            raw = await read_body(request, sides.max_body, f" of /judge ({sides})")
+            prompt, image = judge_request(raw, sides)
             return {"prompt": prompt, **await self.judge_.judge.remote(prompt, image)}
         return await self._answer(request, work)
 
@@ -233,8 +254,9 @@ class Api:
     async def healthz(self, request: Request) -> JSONResponse:
         async def work():
             g, j = await self.generator.version.remote(), await self.judge_.version.remote()
+            sides = await self._judge_sides()
             return {"ok": True, "policy_version": g["policy_version"], "judge_policy_version": j["policy_version"],
-                    "checkpoint": g["checkpoint"]}
+                    "checkpoint": g["checkpoint"], "judge_image_sides": [sides.lo, sides.hi]}
         return await self._answer(request, work)
 
 

@@ -7,6 +7,7 @@ import binascii
 import io
 import json
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -14,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from ..world import CANVAS, PromptError, parse
 
 APP_NAME = "srum"
-MAX_BODY = 64 * 1024  # bytes; a 32x32 RGB PNG in base64 is at most ~4.5 KB
+MAX_BODY = 64 * 1024  # bytes: /generate's limit; /judge's adds the largest PNG it accepts (`ImageSides.max_body`)
 MAX_N = 16
 MAX_SEED = 2**63 - 1
 MAX_PROMPT = 300  # characters
@@ -27,6 +28,36 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class ImageSides:
+    """The images /judge accepts: RGB PNGs whose width and height are each between `lo` and `hi` pixels, as the
+    served model's judge path takes them (`judge_sides`); by default CompWorld's 32 x 32 canvas."""
+
+    lo: int = CANVAS
+    hi: int = CANVAS
+
+    def __str__(self) -> str:
+        if self.lo == self.hi:
+            return f"a {self.lo}x{self.lo} RGB PNG"
+        return f"an RGB PNG of {self.lo} to {self.hi} pixels a side (up to {self.hi}x{self.hi})"
+
+    @property
+    def max_body(self) -> int:
+        """/judge's body limit: MAX_BODY (the JSON, the prompt, a data: prefix) plus the base64 of the largest PNG
+        of hi x hi pixels, stored uncompressed (a filter byte a row, 3 bytes a pixel; zlib's 5 bytes a 16 KiB block;
+        12 bytes a chunk, chunks of 8 KiB or more; 1 KiB of header and ancillary chunks)."""
+        raw = self.hi * (1 + 3 * self.hi)
+        png = raw + 5 * (raw // 16384 + 1) + 12 * (raw // 8192 + 1) + 1024
+        return MAX_BODY + 4 * -(-png // 3)
+
+
+def judge_sides(model) -> tuple[int, int]:
+    """(fewest, most) pixels a side of an image the model's judge takes: its `judge_sides` (BAGEL: from one ViT patch
+    to its largest image), else its own `image_size` only (the built-in Janus: 32)."""
+    sides = getattr(model, "judge_sides", None)
+    return tuple(sides) if sides else (model.image_size, model.image_size)
 
 
 # ---------------------------------------------------------------- request parsing (no Ray, no model)
@@ -77,14 +108,14 @@ def generate_request(raw: bytes) -> tuple[str, int, int]:
     return prompt, integer(body, "n", 1, 1, MAX_N), integer(body, "seed", 0, 0, MAX_SEED)
 
 
-def judge_request(raw: bytes) -> tuple[str, np.ndarray]:
+def judge_request(raw: bytes, sides: ImageSides = ImageSides()) -> tuple[str, np.ndarray]:
     body = parse_body(raw, {"prompt": True, "image": True})
     prompt, _ = prompt_of(body)
-    return prompt, decode_png(body["image"])
+    return prompt, decode_png(body["image"], sides)
 
 
-def decode_png(s) -> np.ndarray:
-    """base64 PNG (a data: URL prefix is allowed) -> uint8 32 x 32 x 3; anything else is a 422."""
+def decode_png(s, sides: ImageSides = ImageSides()) -> np.ndarray:
+    """base64 PNG (a data: URL prefix is allowed) -> uint8 H x W x 3, each side within `sides`; anything else is a 422."""
     if not isinstance(s, str):
         raise RequestError(422, f"field 'image' must be a base64 string, got {type(s).__name__}")
     if s.startswith("data:"):
@@ -96,11 +127,11 @@ def decode_png(s) -> np.ndarray:
     try:  # PNG only (no other decoder is tried); reads the header: the size is checked before any pixel
         img = Image.open(io.BytesIO(data), formats=["PNG"])
     except Image.DecompressionBombError as e:
-        raise RequestError(422, f"field 'image' must be a {CANVAS}x{CANVAS} RGB PNG: {e}") from None
+        raise RequestError(422, f"field 'image' must be {sides}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise RequestError(422, "field 'image' is base64 but not a PNG image") from None
-    if img.size != (CANVAS, CANVAS) or img.mode != "RGB":
-        raise RequestError(422, f"field 'image' must be a {CANVAS}x{CANVAS} RGB PNG, got {img.size[0]}x{img.size[1]} {img.mode}")
+    if not all(sides.lo <= n <= sides.hi for n in img.size) or img.mode != "RGB":
+        raise RequestError(422, f"field 'image' must be {sides}, got {img.size[0]}x{img.size[1]} {img.mode}")
     try:
         img.load()  # decoding errors surface here, not inside numpy's conversion
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, zlib.error, ... for broken data

@@ -4,7 +4,8 @@ process kills itself (SIGKILL, no cleanup) at that point, once (the marker file 
 `fault_fires(where, step)` is the same switch for faults that are not a kill (issue 39): `nan_loss` (the learner's
 loss becomes NaN at that update), `corrupt_weights` (a generator flips a value of the weights it loaded for that
 version), `judge_fail` (step: the share of samples a judge fails, in percent; fires for every call, no marker
-needed). Several faults: separate them with commas."""
+needed), `logprob_drift` (step: hundredths of a nat; a generator's recorded log-probabilities of batch b are lowered
+by b times that, every batch, no marker needed). Several faults: separate them with commas."""
 
 from __future__ import annotations
 

@@ -6,17 +6,35 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import table_lock  # noqa: E402  (bench/ is scripts, not a package)
-from srum_compworld import ROWS, SEEDED  # noqa: E402
+from srum_compworld import MATCHED, ONE_SEED, ROWS, settings  # noqa: E402
 
 from srum.config import TrainConfig, load_config  # noqa: E402
+
+
+def config(sets):
+    return load_config(TrainConfig, ROOT / "configs/srum-compworld.yaml", sets + settings("validation", 800, 8, seed=1))
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_every_row_is_a_valid_change_of_the_bench_config(name):
     # a row's typo would otherwise surface 20 minutes into its run, or never (an unknown key silently ignored)
-    cfg = load_config(TrainConfig, ROOT / "configs/srum-compworld.yaml", ROWS[name] + ["seed=1", "time_budget_min=20"])
-    base = load_config(TrainConfig, ROOT / "configs/srum-compworld.yaml", ["seed=1", "time_budget_min=20"])
-    assert (cfg == base) == (name == "srum"), f"{name} must change the configuration (and only srum may not)"
+    cfg = config(ROWS[name])
+    assert (cfg == config([])) == (name == "grounded"), f"{name} must change the configuration (and only grounded may not)"
+    assert cfg.steps == 800 and cfg.time_budget_min == 0 and cfg.rollout.scenes and cfg.eval.split == "validation"
+
+
+def test_each_matched_control_is_its_row_with_the_judgements_shuffled():
+    for name, control in MATCHED.items():
+        a, b = config(ROWS[name]), config(ROWS[control])
+        assert not a.reward.shuffle and b.reward.shuffle
+        b.reward.shuffle = False
+        assert a == b, f"{control} must differ from {name} by reward.shuffle alone"
+
+
+def test_the_rows_name_their_judge_mode():
+    for name in ROWS:
+        mode = config(ROWS[name]).reward.judge_mode
+        assert name in ("uniform", "paper", "oracle") or name.endswith(mode), (name, mode)
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -27,8 +45,8 @@ def test_no_row_sets_a_key_twice(name):
     assert len(keys) == len(set(keys)), f"{name}: {ROWS[name]}"
 
 
-def test_the_seeded_rows_exist():
-    assert set(SEEDED) <= set(ROWS)
+def test_the_one_seed_rows_exist():
+    assert set(ONE_SEED) <= set(ROWS) and set(MATCHED) | set(MATCHED.values()) <= set(ROWS)
 
 
 def test_two_benches_writing_one_table_take_turns(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from srum.learner.advantages import centre, pool_to_tokens
+from srum.learner.advantages import centre, pool_to_tokens, shuffled_within_groups
 
 
 def test_pool_to_tokens_is_area_average_row_major():
@@ -28,3 +28,13 @@ def test_centre_per_prompt_weighs_a_sample_against_its_siblings():
         centre(w[:3], "prompt", 2)
     with pytest.raises(ValueError, match="one of none"):
         centre(w, "median", 2)
+
+
+def test_shuffled_within_groups_moves_every_sample_inside_its_group():
+    for seed in range(50):
+        order = shuffled_within_groups(12, 3, seed)
+        assert sorted(order) == list(range(12))
+        assert all(o != i and o // 3 == i // 3 for i, o in enumerate(order))
+    assert shuffled_within_groups(8, 4, 1) != shuffled_within_groups(8, 4, 2) or shuffled_within_groups(8, 4, 1) != shuffled_within_groups(8, 4, 3)
+    with pytest.raises(ValueError, match="whole groups"):
+        shuffled_within_groups(7, 2, 0)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from srum.records import Rollout
 from srum.rewards.judge import JudgeOptions, SelfJudge, object_phrases, verdict_score
@@ -115,3 +116,13 @@ def test_relations_are_read_off_the_regions_the_model_recognises():
     named = Rollout("n", free[0].prompt, "free", r.image, r.latent, objects=("a red thing", "a blue thing"))
     near = Rollout("x", "a red box next to a blue ball", "free", r.image, r.latent)
     assert [j.relation_score for j in SelfJudge(model, ComponentProposer()).judge([named, near])] == [None, None]
+
+
+def test_judge_modes_by_name():
+    """`self` is the model's own answers only; `grounded` adds the relation reading by geometry."""
+    from srum.config import RewardConfig
+
+    assert JudgeOptions.of(RewardConfig()).relations  # the default: grounded
+    assert not JudgeOptions.of(RewardConfig(judge_mode="self")).relations
+    with pytest.raises(ValueError, match="judge_mode"):
+        RewardConfig(judge_mode="rules")

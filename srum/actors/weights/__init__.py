@@ -8,6 +8,9 @@ when the handle's version is newer than the one it holds. On the controller's si
 - shared_memory.py: a ring of slots in /dev/shm on the learner's node, used in place by the generators there.
 - collective.py: a broadcast from the learner to every generator over a torch.distributed group of their own
   (NCCL between GPUs, gloo on CPUs).
+
+Each carries the buffer in its own dtype, bit for bit (a bf16 learner's, which numpy lacks, as its raw bytes:
+`wire_array` / `wire_tensor` in srum/models/synced.py); `Published.dtype` names it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from .published import Published, fetch
 from .shared_memory import SHM_DIR
 
 
-def choose_transport(setting: str, nodes_alive: int) -> str:
-    """auto: shared memory on a one-node cluster (every worker shares the learner's /dev/shm), else the object store."""
+def choose_transport(setting: str, nodes_alive: int, grows: bool = False) -> str:
+    """auto: shared memory on a one-node cluster (every worker shares the learner's /dev/shm), else the object store;
+    also on one node that `grows` (ray.autoscale: a generator on a node added later cannot read this /dev/shm)."""
     if setting != "auto":
         return setting
-    return "shared_memory" if nodes_alive == 1 and SHM_DIR.is_dir() else "object_store"
+    return "shared_memory" if nodes_alive == 1 and not grows and SHM_DIR.is_dir() else "object_store"
 
 
 def open_publisher(cfg, learner):
@@ -33,7 +37,7 @@ def open_publisher(cfg, learner):
     from .shared_memory import SharedMemory
 
     r = cfg.ray
-    name = choose_transport(r.weights, sum(n["Alive"] for n in ray.nodes()))
+    name = choose_transport(r.weights, sum(n["Alive"] for n in ray.nodes()), grows=r.autoscale)
     if name == "shared_memory":
         try:
             return SharedMemory(learner, cfg)

@@ -28,11 +28,23 @@ class BroadcastGroup:
             self.pg = dist.ProcessGroupGloo(store, rank, world, _timeout())
 
     def broadcast(self, tensor) -> None:
+        """`tensor` from rank 0 into every other rank's, bit for bit in its own dtype (every rank's is of one
+        dtype: the learner's buffer and the generators' staging buffers)."""
         import torch.distributed as dist
 
         opts = dist.BroadcastOptions()
         opts.rootRank = 0
-        self.pg.broadcast([tensor], opts).wait()
+        self.pg.broadcast([raw_bits(tensor)], opts).wait()
+
+
+def raw_bits(tensor):
+    """The tensor itself, or for a dtype numpy lacks (bf16, which not every gloo build broadcasts) a view of its
+    bytes as uint8, which NCCL and gloo both have (not int16: NCCL has no 16-bit integer). Same bytes on the wire."""
+    import torch
+
+    from ...models.synced import RAW_BITS
+
+    return tensor.view(torch.uint8) if tensor.dtype in RAW_BITS else tensor
 
 
 def _timeout():
@@ -79,12 +91,15 @@ class StagingBuffers:
     receiving. A receive never writes the buffer in use; a batch waits for the version it was issued
     with (or a newer one) to be whole before switching."""
 
-    def __init__(self, numel: int, device: str):
+    def __init__(self, numel: int, device: str, dtype: str = "float32"):
         import threading
 
         import torch
 
-        self.bufs = [torch.zeros(numel, dtype=torch.float32, device=device) for _ in range(2)]
+        from ...models.synced import torch_dtype
+
+        # in the learner's buffer's dtype (the broadcast moves its bytes as they are)
+        self.bufs = [torch.zeros(numel, dtype=torch_dtype(dtype), device=device) for _ in range(2)]
         self.version = [(-1, -1), (-1, -1)]  # (learner epoch, version) each buffer holds whole ((-1, -1): none)
         self.in_use = None
         self.cond = threading.Condition()
@@ -118,7 +133,8 @@ class Collective:
         r = cfg.ray
         on_gpu = r.generator.num_gpus > 0 and r.learner.num_gpus > 0 and cfg.device != "cpu"
         self.learner, self.backend, self.epoch, self.members = learner, "nccl" if on_gpu else "gloo", 0, set()
-        self.numel, self.address = ray.get([learner.weights_numel.remote(), learner.rendezvous.remote()])
+        self.numel, self.dtype, self.address = ray.get([learner.weights_numel.remote(), learner.weights_dtype.remote(),
+                                                        learner.rendezvous.remote()])
         self.stats = {"broadcast_fallbacks": 0}
 
     def stale(self, generators: dict) -> bool:
@@ -132,24 +148,24 @@ class Collective:
 
         if not generators:  # none started yet: the first one to start forms a group and gets this version then
             self.members = set()
-            return Published(version, collective=True, epoch=epoch)
+            return Published(version, collective=True, epoch=epoch, dtype=self.dtype)
         try:
             if set(generators) != (self.members or set()):
                 self._form(generators)
             ray.get([self.learner.broadcast_weights.remote(), *[a.receive.remote(version, epoch) for a in generators.values()]],
                     timeout=BROADCAST_TIMEOUT_S)
-            return Published(version, collective=True, epoch=epoch)
+            return Published(version, collective=True, epoch=epoch, dtype=self.dtype)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             print(f"srum: broadcast of version {version} failed, sent over the object store: {str(e)[-1500:]}", flush=True)
             self.members = None
             self.stats["broadcast_fallbacks"] += 1
-            return Published(version, ref=[self.learner.weights.remote()], epoch=epoch)
+            return Published(version, ref=[self.learner.weights.remote()], epoch=epoch, dtype=self.dtype)
 
     def _form(self, generators: dict) -> None:
         import ray
 
         self.epoch, world = self.epoch + 1, len(generators) + 1
-        joins = [a.join_broadcast.remote(self.address, self.epoch, i + 1, world, self.backend, self.numel)
+        joins = [a.join_broadcast.remote(self.address, self.epoch, i + 1, world, self.backend, self.numel, self.dtype)
                  for i, a in enumerate(generators.values())]
         ray.get([self.learner.join_broadcast.remote(self.epoch, world, self.backend), *joins], timeout=BROADCAST_TIMEOUT_S)
         self.members, self.stats["broadcast_epochs"] = set(generators), self.epoch

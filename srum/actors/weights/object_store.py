@@ -11,11 +11,14 @@ class ObjectStore:
     name = "object_store"
 
     def __init__(self, learner):
+        import ray
+
         self.learner = learner
+        self.dtype = ray.get(learner.weights_dtype.remote())  # the flat buffer's: bf16 travels as its raw int16 bits
 
     def publish(self, version: int, epoch: int, in_use: set[int], generators: dict) -> Published:
         """Not awaited: generators block on the weights only when they need them."""
-        return Published(version, ref=[self.learner.weights.remote()], epoch=epoch)
+        return Published(version, ref=[self.learner.weights.remote()], epoch=epoch, dtype=self.dtype)
 
     def stale(self, generators: dict) -> bool:
         return False

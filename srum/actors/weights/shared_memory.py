@@ -16,29 +16,41 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ...models.synced import dtype_name, torch_dtype, wire_array, wire_dtype
 from .published import Published
 
 SHM_DIR = Path("/dev/shm")
 
 
 class SlotRing:
-    """The learner's side of the shared-memory transport: `slots` float32 buffers of `numel` values."""
+    """The learner's side of the shared-memory transport: `slots` buffers of `numel` values of `dtype`, the flat
+    buffer's own (bf16 as its raw int16 bits: numpy has no bf16; srum/models/synced.py `wire_array`)."""
 
-    def __init__(self, numel: int, slots: int, tag: str = "srum"):
-        need = numel * 4 * slots
+    def __init__(self, numel: int, slots: int, tag: str = "srum", dtype: str = "float32"):
+        self.dtype, wire = dtype, wire_dtype(dtype)
+        need = numel * wire.itemsize * slots
         if not SHM_DIR.is_dir() or shutil.disk_usage(SHM_DIR).free < need + (256 << 20):
             raise RuntimeError(f"ray.weights=shared_memory needs {need / 2**20:.0f} MiB free in {SHM_DIR}; "
                                "use ray.weights=object_store")
         safe = re.sub(r"[^\w.-]", "_", tag)  # the run's name: keep it one plain file name
         remove_stale_rings(safe)
         self.path = SHM_DIR / f"{safe}-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.slots = np.memmap(self.path, np.float32, "w+", shape=(slots, numel))
+        self.slots = np.memmap(self.path, wire, "w+", shape=(slots, numel))
         self.numel = numel
 
-    def write(self, slot: int, flat: np.ndarray, version: int, epoch: int = 0) -> Published:
+    def write(self, slot: int, flat, version: int, epoch: int = 0) -> Published:
+        """`flat`: the learner's buffer (a torch tensor of the ring's dtype) or its `wire_array`."""
+        if isinstance(flat, torch.Tensor):
+            if flat.dtype != torch_dtype(self.dtype):
+                raise ValueError(f"flat weights of dtype {dtype_name(flat.dtype)} into a weights ring of {self.dtype}")
+            flat = wire_array(flat)
+        if flat.dtype != self.slots.dtype or flat.size != self.numel:
+            raise ValueError(f"flat weights as a numpy {flat.dtype} array of {flat.size} values into a weights ring of "
+                             f"{self.dtype} ({self.slots.dtype} on the wire), {self.numel} values a slot")
         np.copyto(self.slots[slot], flat)  # the one copy a version costs
-        return Published(version, path=str(self.path), slot=slot, numel=self.numel, epoch=epoch)
+        return Published(version, path=str(self.path), slot=slot, numel=self.numel, epoch=epoch, dtype=self.dtype)
 
     def close(self) -> None:
         """Remove the file: workers that mapped it keep their mapping until they let go of it."""

@@ -237,6 +237,13 @@ class BagelUMM(SyncedWeights):
                    for i in range(0, len(questions), batch)]
         return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
+    @property
+    def judge_sides(self) -> tuple[int, int]:
+        """(fewest, most) pixels a side of an image judge_yes_prob takes: from one ViT patch up to the larger of the
+        ViT's table and the latent table (what BAGEL draws); `vit_pixels` resizes each into the ViT's table."""
+        vit = self.cfg.vit
+        return vit.patch_size, max(vit.image_size, self.cfg.max_image_side)
+
     # ---- what the learner's objective reads ----
     @property
     def token_grid(self) -> int:

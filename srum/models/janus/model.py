@@ -129,9 +129,12 @@ class JanusUMM(SyncedWeights):
         return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], seed: int, opts: SampleOptions | None = None, kv_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, prompts: list[str], seed: int, opts: SampleOptions | None = None, kv_cache: bool = True,
+               logprobs: bool = False) -> tuple[np.ndarray, ...]:
         """One image per prompt: (uint8 images (B, H, W, 3), image tokens (B, grid^2)). Deterministic for a
-        seed on any device: the sampling noise is drawn on the CPU (Gumbel-max)."""
+        seed on any device: the sampling noise is drawn on the CPU (Gumbel-max). `logprobs`: a third array, float32
+        (B, grid^2), each sampled token's log-probability as `image_logits` scores it (the conditional logits,
+        temperature 1, all tokens: the policy's own, not the guided / tempered / top-k sampler's)."""
         o = (opts or SampleOptions()).over(self.default_sampling).check()
         guided = o.cfg_scale != 1.0
         b = len(prompts)
@@ -139,6 +142,7 @@ class JanusUMM(SyncedWeights):
         ids, mask = ids.to(self.device), mask.to(self.device)
         g = torch.Generator().manual_seed(seed)
         tokens = torch.zeros(b, self.grid**2, dtype=torch.long)
+        lp = torch.zeros(b, self.grid**2)
         with self.autocast():
             step = self._cached_steps(ids, mask) if kv_cache else self._uncached_steps(ids, mask)
             h = next(step)
@@ -148,9 +152,12 @@ class JanusUMM(SyncedWeights):
                     cond, uncond = logits.chunk(2)
                     logits = uncond + o.cfg_scale * (cond - uncond)
                 tokens[:, i] = _draw(logits.cpu(), o.temperature, o.top_k, g)
+                if logprobs:
+                    own = logits if not guided else cond
+                    lp[:, i] = own.log_softmax(-1).gather(-1, tokens[:, i, None].to(own.device))[:, 0].cpu()
                 if i + 1 < self.grid**2:
                     h = step.send(tokens[:, i].repeat(2 if guided else 1).to(self.device))
-        return self.decode(tokens), tokens.numpy()
+        return (self.decode(tokens), tokens.numpy()) + ((lp.numpy(),) if logprobs else ())
 
     def _cached_steps(self, ids, mask):
         """A coroutine: yields the last hidden state; is sent each new image token."""

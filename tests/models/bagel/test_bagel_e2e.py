@@ -118,11 +118,19 @@ def test_serve_generate_and_judge(bagel_server):
     assert status == 200, out
     image = np.array(Image.open(io.BytesIO(base64.b64decode(out["images"][0]))))
     assert image.shape == (96, 96, 3)  # the model's own size (BAGEL's defaults: 50 steps, CFG 4)
+    prompt = "a red square above a blue circle"
+    status, j = request(bagel_server, "/judge", {"prompt": prompt, "image": out["images"][0]}, token=None)
+    assert status == 200, j  # /judge takes what /generate drew, at its size
+    assert -1 <= j["global_score"] <= 1 and np.array(j["reward_map"]).shape == (96, 96)
     buf = io.BytesIO()
-    Image.fromarray(to_canvas(image[None])[0]).save(buf, format="PNG")  # /judge takes CompWorld's 32 x 32 canvas
-    status, j = request(bagel_server, "/judge", {"prompt": "a red square above a blue circle",
-                                                 "image": base64.b64encode(buf.getvalue()).decode()}, token=None)
-    assert status == 200, j
-    assert -1 <= j["global_score"] <= 1 and np.array(j["reward_map"]).shape == (32, 32)
+    Image.fromarray(to_canvas(image[None])[0]).save(buf, format="PNG")  # CompWorld's 32 x 32 canvas: within the range
+    status, j = request(bagel_server, "/judge", {"prompt": prompt, "image": base64.b64encode(buf.getvalue()).decode()},
+                        token=None)
+    assert status == 200 and np.array(j["reward_map"]).shape == (32, 32), j
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((97, 97, 3), np.uint8)).save(buf, format="PNG")  # one pixel over the tiny's latent table
+    status, j = request(bagel_server, "/judge", {"prompt": prompt, "image": base64.b64encode(buf.getvalue()).decode()},
+                        token=None)
+    assert status == 422 and "an RGB PNG of 7 to 96 pixels a side" in j["error"], j
     status, h = request(bagel_server, "/healthz", token=None)
-    assert status == 200 and h["policy_version"] == 0
+    assert status == 200 and h["policy_version"] == 0 and h["judge_image_sides"] == [7, 96]  # ViT patch 7, latent table 96
