@@ -17,16 +17,8 @@ from pathlib import Path
 
 from common import md_table, write
 
-from srum.testing.cluster import (
-    LocalCluster,
-    Prometheus,
-    fake_provider,
-    in_private_netns,
-    reexec_in_netns,
-    srum_status,
-    train_autoscaled,
-    train_through_node_loss,
-)
+from srum.testing.cluster import LocalCluster, fake_provider, in_private_netns, reexec_in_netns, train_autoscaled, train_through_node_loss
+from srum.testing.prometheus import Prometheus, srum_status
 
 SMALL = ["rollout.prompts_per_step=2", "rollout.samples_per_prompt=2", "eval.at_start=false", "eval.at_end=false",
          "checkpoint_every=4", "ray.generator.num_cpus=0.5", "ray.judge.num_cpus=0.5", "ray.learner.num_cpus=0.5",

@@ -1,5 +1,5 @@
 """Issue 37: the claim. SRUM on the built-in against its base and matched controls on a split of held-out scenes;
-writes docs/results/srum_compworld[_validation].{json,md}.
+writes docs/results/srum_compworld_SPLIT.{json,md}.
 
     python bench/srum_compworld.py --split validation|test [--updates 800] [--rows grounded,self,...] [--seeds 0,1,2]
         [--images-per-prompt 8] [--config configs/srum-compworld.yaml] [--out runs/bench]
@@ -85,9 +85,9 @@ def put_mean(out: dict, key: str, values: list[float]) -> None:
         out[f"{key}_se"] = round(statistics.stdev(values) / len(values) ** 0.5, 4)
 
 
-def run_figures(r: dict) -> dict:
+def run_figures(r: dict, per_step: int) -> dict:
     """One run's figures (its results.json) as a table row holds them: the budget in updates, samples and seconds."""
-    return summary(r["final"]) | {"updates": r["steps_done"], "samples": r["steps_done"] * r.get("samples_per_step", 64),
+    return summary(r["final"]) | {"updates": r["steps_done"], "samples": r["steps_done"] * per_step,
                                   "train_seconds": r["train_seconds"], "threads": r.get("torch_threads")}
 
 
@@ -150,7 +150,7 @@ def main() -> None:
     cfg = load_config(TrainConfig, args.config, settings(split, args.updates, k))
     sha = weights_sha256(cfg.model)[:12]
     out = args.out / sha / f"{split}_{args.updates}u"  # runs of other weights, splits or budgets are never mixed
-    res_file = RESULTS / ("srum_compworld.json" if split == "test" else f"srum_compworld_{split}.json")
+    res_file = RESULTS / f"srum_compworld_{split}.json"
     identity = {"model_sha256": sha, "split": split, "updates": args.updates}
     previous(res_file, **identity)  # another table: refused before training
     base_report = evaluate_base(cfg, k, out)
@@ -160,7 +160,8 @@ def main() -> None:
     for name in filter(None, args.rows.split(",")):  # --rows "": the base evaluation only
         seeds = [int(s) for s in args.seeds.split(",")][: 1 if name in ONE_SEED else None]
         t = time.time()
-        new_runs = {str(s): run_figures(run_row(args.config, name, s, split, args.updates, k, out)) for s in seeds}
+        per_step = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt  # no row changes the batch
+        new_runs = {str(s): run_figures(run_row(args.config, name, s, split, args.updates, k, out), per_step) for s in seeds}
         with table_lock(res_file):  # two benches run side by side: read the table after training, not before
             old = previous(res_file, **identity)
             rows, old_row = old.get("rows", {}), old.get("rows", {}).get(name, {})

@@ -47,6 +47,10 @@ def prepare(run_dir: Path, cfg) -> None:
         before = yaml.safe_load(own.read_text()) or {}
     except yaml.YAMLError as e:
         raise InputError(f"{own}: not valid YAML ({e}); move the run aside or repair its config") from None
+    for (section, old), (new, values) in RENAMED.items():  # a run of an older srum, in today's names
+        part = before.get(section) or {}
+        if old in part and new not in part and part[old] in values:
+            part[new] = values[part.pop(old)]
     now, defaults = cfg.model_dump(mode="json"), type(cfg)().model_dump(mode="json")
     for key in IDENTITY:
         for path, a, b in _differences(before.get(key), now.get(key), key, defaults.get(key)):
@@ -55,6 +59,7 @@ def prepare(run_dir: Path, cfg) -> None:
 
 
 RETIRED = "no such option in this srum (renamed or retired: docs/config.md)"
+RENAMED = {("reward", "relations"): ("judge_mode", {True: "grounded", False: "self"})}  # 2026-12-07, issue 37
 
 
 def _differences(a, b, path: str, default=None):

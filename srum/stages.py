@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import RewardConfig, TrainConfig
-from .learner.agreement import checks, logprob_gap
+from .learner.agreement import Agreement, checks
 from .learner.learner import Learner
 from .models import SampleOptions, load_model
 from .models.synced import flat_digest, wire_array
@@ -200,16 +200,17 @@ class LearnerStage:
         self.learner = Learner(self.policy, cfg.learner, cfg.reward, cfg.rollout.samples_per_prompt)
         if shard[0] == 0 and (why := checks(self.policy, cfg.learner.logprob_check)):
             print(f"srum: {why}", flush=True)  # said, not silently skipped (issue 39)
+        self.agreement = Agreement(self.policy, self.learner.weights_buffer, cfg.learner.logprob_check if shard[0] == 0 else 0,
+                                   cfg.seed, cfg.ray.max_staleness if cfg.engine == "ray" else 0)
 
     @property
     def version(self) -> int:
         return self.learner.version
 
     def step(self, rollouts: list[Rollout], judgements: list[Judgement]) -> dict:
-        n, (rank, world) = len(rollouts), self.shard
+        n, world = len(rollouts), self.shard[1]
         # rollout and learner agree (issue 39): read-only, on the batch as sampled (rank 0 checks its share; other ranks none)
-        agree = logprob_gap(self.policy, rollouts, self.cfg.learner.logprob_check if rank == 0 else 0, self.cfg.seed,
-                            self.learner.version, slice(0, n // world))
+        agree = self.agreement.gap(rollouts, self.learner.version, slice(0, n // world))
         rollouts, judgements, failures = drop_failed(rollouts, judgements, self.cfg.rollout.samples_per_prompt)
         counts = {"judge_samples": n, "judge_failures": failures, "judge_dropped": n - len(rollouts)}  # dropped: failed groups
         if not rollouts:  # every group had a failed sample: no update, no new version; the step is counted

@@ -62,7 +62,7 @@ def promql(port: int, query: str) -> list[dict]:
 def prometheus(ray_head, tmp_path):
     from ray_head import free_port
 
-    from srum.testing.cluster import Prometheus
+    from srum.testing.prometheus import Prometheus
 
     prometheus_binary()  # skipped (or, in CI, failed) with the reason when the package is missing
     server = Prometheus([f"127.0.0.1:{ray_head.metrics_port}"], tmp_path, free_port())

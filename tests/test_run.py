@@ -42,13 +42,16 @@ def test_prepare_resumes_a_run_older_than_an_option_at_its_default(tmp_path):
     run, cfg = make_run(tmp_path)
     old = yaml.safe_load((run / "config.yaml").read_text())
     del old["learner"]["logprob_check"]
-    old["reward"]["relations"] = True  # retired (reward.judge_mode)
+    old["reward"]["binarize_at"] = 0.5  # retired
     (run / "config.yaml").write_text(yaml.safe_dump(old))
-    with pytest.raises(InputError, match="reward.relations: the run was started with True, this command says 'no such option"):
+    with pytest.raises(InputError, match="reward.binarize_at: the run was started with 0.5, this command says 'no such option"):
         prepare(run, cfg)
-    del old["reward"]["relations"]
+    del old["reward"]["binarize_at"], old["reward"]["judge_mode"]
+    old["reward"]["relations"] = True  # renamed: reward.judge_mode grounded
     (run / "config.yaml").write_text(yaml.safe_dump(old))
     prepare(run, cfg)
+    with pytest.raises(InputError, match="reward.judge_mode: the run was started with 'grounded', this command says 'self'"):
+        prepare(run, load_config(TrainConfig, None, ["reward.judge_mode=self"]))
     with pytest.raises(InputError, match="learner.logprob_check: the run was started with None, this command says 0.5"):
         prepare(run, load_config(TrainConfig, None, ["learner.logprob_check=0.5"]))
 

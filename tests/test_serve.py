@@ -213,7 +213,8 @@ def test_request_parsing_without_a_server():
 
 def test_judge_takes_the_models_own_image_sizes_and_the_body_limit_follows():
     janus, bagel = type("Janus", (), {"image_size": 32})(), type("Bagel", (), {"image_size": 1024, "judge_sides": (14, 1024)})()
-    assert judge_sides(janus) == (32, 32) and judge_sides(bagel) == (14, 1024)
+    pro = type("JanusPro", (), {"image_size": 384})()
+    assert judge_sides(janus) == (32, 32) and judge_sides(bagel) == (14, 1024) and judge_sides(pro) == (32, 384)
     small, big = ImageSides(*judge_sides(janus)), ImageSides(*judge_sides(bagel))
     assert small == ImageSides() and MAX_BODY < small.max_body < big.max_body < 5 * 2**20
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@ class RolloutAutoscaler:
         self.r, self.metrics = r, metrics
         self.window: deque = deque(maxlen=max(1, r.status_every))  # (time, learner idle seconds, idle generators)
         self.trace: list[dict] = []
+        self.asked = False  # a request_resources is standing
         metrics.touch("srum_autoscale_decisions", action="grow")
         metrics.touch("srum_autoscale_decisions", action="shrink")
 
@@ -40,6 +41,7 @@ class RolloutAutoscaler:
         from ray.autoscaler.sdk import request_resources
 
         request_resources(bundles=[bundle(self.r.generator)] * want)
+        self.asked = True
         self.metrics.inc("srum_autoscale_decisions", action=action)
         self.trace.append({"t": round(time.time(), 1), "action": action, "generators": want,
                            "learner_idle_share": round(starving, 3), "idle_generators": spare})
@@ -50,8 +52,9 @@ class RolloutAutoscaler:
         return want
 
     def release(self) -> None:
-        """The run is over: withdraw what it asked the cluster for."""
-        if self.r.autoscale:
+        """The run is over (finished, stopped or failed): withdraw what it asked the cluster for, once."""
+        if self.asked:
+            self.asked = False
             from ray.autoscaler.sdk import request_resources
 
             request_resources(bundles=[])

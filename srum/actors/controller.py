@@ -93,10 +93,11 @@ class Controller:
                 raise
             self.run_dir.stopped(stop, self.step)
             raise stop from None
-        finally:
-            for group in (self.gens, self.judges):
-                if group is not None:
-                    group.shutdown()
+        finally:  # what the run asked the cluster for is withdrawn however it ends (a stop, a crash)
+            if getattr(self, "autoscaler", None) is not None:
+                self.autoscaler.release()
+            for group in filter(None, (self.gens, self.judges)):
+                group.shutdown()
             self._release_learners()
             self.finished.set()
 
@@ -238,7 +239,6 @@ class Controller:
             self.counts["abandoned_at_stop"] = len(self.judging) + len(self.to_judge) + len(self.to_learn)
             self.counts["cancelled_at_stop"] = len(self.generating)
         self._checkpoint()
-        self.autoscaler.release()
         self.run_dir.finish_logs()
         elapsed = self.clock.elapsed
         return {"steps_done": self.step, "version": self.version, **self.counts, "seconds": round(elapsed, 3),

@@ -12,7 +12,7 @@ import itertools
 import re
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ..config import ActorResources
@@ -82,6 +82,12 @@ class ActorGroup:
             else:
                 self.pending.append(pg)
         self.poll()
+
+    def nodes(self) -> set[str] | None:
+        """The nodes its actors' placement groups hold; None (unknown) when an actor runs without one."""
+        if any(pg is None for pg in self.pgs.values()):
+            return None
+        return {n for pg in self.pgs.values() for n in placement_group_table(pg).get("bundles_to_node_id", {}).values()}
 
     def poll(self) -> None:
         """Start the actors whose placement groups are ready."""

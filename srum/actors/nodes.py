@@ -17,6 +17,7 @@ class NodeWatch:
         self.alive = self._alive()
         self.lost, self.joined, self.last, self.last_health = 0, 0, time.perf_counter(), time.perf_counter()
         self.waiting: dict[str, float] = {}  # role -> since when none of its actors runs
+        self.hosted: set[str] | None = None  # nodes holding the groups' placement groups at the last check
         metrics.touch("srum_nodes_lost")
 
     @staticmethod
@@ -36,9 +37,11 @@ class NodeWatch:
         self.last = time.perf_counter()
         now = self._alive()
         gone = self.alive.keys() - now.keys()
-        # DeathReason 1: an expected termination (the autoscaler giving back an idle node, `ray stop`): not a loss
-        why = {n["NodeID"]: n.get("DeathReasonMessage") for n in (ray.nodes() if gone else [])
-               if n["NodeID"] in gone and n.get("DeathReason") == 1}
+        # A node given back idle is no loss: Ray's DeathReason 4 (the autoscaler draining an idle node), or 1 (an
+        # expected termination: the v1 autoscaler's SIGTERM) of a node that held none of the run's placement groups
+        # when last seen. A SIGTERM'd node that held actors (a pod evicted, a spot node reclaimed) is lost.
+        why = {n["NodeID"]: n.get("DeathReasonMessage") for n in (ray.nodes() if gone else []) if n["NodeID"] in gone and
+               (n.get("DeathReason") == 4 or (n.get("DeathReason") == 1 and self.hosted is not None and n["NodeID"] not in self.hosted))}
         for node in gone:
             if node in why:
                 print(f"srum: node {node[:12]} ({self.alive[node]}) left: {why[node] or 'stopped on purpose'}", flush=True)
@@ -51,6 +54,8 @@ class NodeWatch:
             self.joined += 1
             print(f"srum: node {node[:12]} ({now[node]}) joined", flush=True)
         self.alive = now
+        held = [g.nodes() for g in groups]
+        self.hosted = None if None in held else set().union(*held)
         return self._starved(groups)
 
     def _starved(self, groups: list) -> str | None:

@@ -10,10 +10,10 @@ sampler and the teacher-forced forward only sum in another order: docs/results/r
 `learner.logprob_warn` the gap is said, beyond `learner.logprob_stop` the run stops (`srum/run.py`). bf16 on a GPU
 has a small gap, not yet measured here: the defaults (0.1, 1.0 nats) are set wide of it.
 
-"With the weights that sampled them": the check reads the learner's current weights, so it runs only on batches
-sampled by the learner's current version. With ray.max_staleness > 0 a chosen step whose batch is older is counted
-as not checked (`logprob_unchecked`), rather than compared with other weights or paid for with a copy of every
-version in flight. A flow backend (BAGEL) samples no tokens and records no log-probabilities: no check, said once
+"With the weights that sampled them": which batches are checked is chosen by the version that sampled them. The
+learner keeps a copy of its trainable weights for each chosen version while batches of it may still arrive (up to
+ray.max_staleness versions later: `Agreement`), and re-scores an older batch with that copy swapped in; a batch whose
+copy is gone (sampled before a resume) is counted as not checked (`logprob_unchecked`). A flow backend (BAGEL) samples no tokens and records no log-probabilities: no check, said once
 at start (the metric stays absent). It only reads: the weights, the noise and the step are what they would be
 without it.
 """
@@ -47,6 +47,42 @@ def token_logprobs(policy, prompts: list[str], tokens: torch.Tensor) -> torch.Te
     with policy.autocast():
         logits = policy.image_logits(prompts, tokens)
     return logits.float().log_softmax(-1).gather(-1, tokens.to(logits.device)[..., None])[..., 0].cpu()
+
+
+class Agreement:
+    """The check for one learner: `gap` before each update, on the batch as sampled. `share` 0 (another rank of a
+    data-parallel group, or the check off) checks nothing."""
+
+    def __init__(self, policy, weights: torch.Tensor, share: float, seed: int, keep: int):
+        self.policy, self.weights, self.seed, self.keep = policy, weights, seed, keep
+        self.share = 0.0 if checks(policy, share) is not None else share
+        self.saved: dict[int, torch.Tensor] = {}  # chosen version -> its trainable weights
+
+    def gap(self, rollouts, version: int, rows: slice = slice(None)) -> dict:
+        """The row's figures for a batch learned at `version` (before its update), over its `rows`."""
+        if self.keep and chosen(self.share, self.seed, version) and version not in self.saved:
+            self.saved[version] = self.weights.detach().clone()  # batches of this version may come later
+        for v in [v for v in self.saved if v < version - self.keep]:
+            del self.saved[v]
+        if self.share <= 0:
+            return {}
+        rollouts = list(rollouts)[rows]
+        sampled = {r.policy_version for r in rollouts}
+        if len(sampled) != 1:  # (one generator call, one version: a batch of several is not compared)
+            return {"logprob_unchecked": 1} if sampled else {}
+        if not chosen(self.share, self.seed, at := sampled.pop()):
+            return {}
+        if at == version:
+            return logprob_gap(self.policy, rollouts, 1.0, self.seed, at)
+        if at not in self.saved:
+            return {"logprob_unchecked": 1}  # sampled before this learner's process started (a resume)
+        now = self.weights.detach().clone()
+        with torch.no_grad():
+            self.weights.copy_(self.saved[at])  # the weights that sampled the batch, for the read only
+            try:
+                return logprob_gap(self.policy, rollouts, 1.0, self.seed, at)
+            finally:
+                self.weights.copy_(now)
 
 
 def logprob_gap(policy, rollouts, share: float, seed: int, version: int, rows: slice = slice(None)) -> dict:

@@ -90,9 +90,9 @@ class Learner:
             losses["total"] = losses["total"] * float("nan")
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
+        self.grads_to_master()  # first: the ranks average fp32 gradients, and a bf16 weight's stays on its master
         if world > 1:
-            losses = average_over_ranks(self.params, losses, world)
-        self.grads_to_master()
+            losses = average_over_ranks(self.master, losses, world)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.master, self.cfg.grad_clip)
         # Before the step: a non-finite loss, gradient or weight is never applied (the weights stay as the newest
         # checkpoint and the last published version left them) and stops the run by name.
@@ -109,6 +109,7 @@ class Learner:
             for m, p in zip(self.master, self.params):
                 if m is not p:
                     p.copy_(m)  # rounded to the model's dtype: the weights the generators will run
+        self.opt.zero_grad(set_to_none=True)  # the gradients are spent: not held through the next step's forward
         if not torch.isfinite(self.weights_buffer).all():  # a finite gradient that overflowed a weight
             raise NonFiniteError("non_finite", f"update {self.version + 1}: the step made weights non-finite; nothing "
                                  "was written from it", self.version + 1)
@@ -134,10 +135,12 @@ class Learner:
         self.version = int(load_metadata(path)["version"])
         load_optimizer(self.opt, t)
         for i, (m, p) in enumerate(zip(self.master, self.params)):
-            if m is not p:  # the masters hold bits the rounded weights lost: a resume without them would not be exact
-                if f"master.{i}" not in t:
-                    raise ValueError(f"{path}: no fp32 master `master.{i}` for the bf16 weight {tuple(p.shape)}: this "
-                                     "checkpoint was not written by a bf16 learner")
+            # the masters hold bits the rounded weights lost: a resume without them would not be exact (an fp32
+            # learner resuming a bf16 one's checkpoint takes them as its weights)
+            if m is not p and f"master.{i}" not in t:
+                raise ValueError(f"{path}: no fp32 master `master.{i}` for the bf16 weight {tuple(p.shape)}: written by "
+                                 "an fp32 learner, or before srum kept fp32 masters; resume on the device that wrote it")
+            if f"master.{i}" in t:
                 with torch.no_grad():
                     m.copy_(t[f"master.{i}"])
         self.policy.policy_version = self.version

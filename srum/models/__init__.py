@@ -1,9 +1,10 @@
 """Unified multimodal model backends behind one protocol (docs/architecture.md, "Adding a backend"):
 
     sample(prompts, seed, opts) -> (images uint8 (B, H, W, 3), latents)   # latents: what the loss re-scores
+      "tokens" backends also sample(..., logprobs=True) -> (images, tokens, each token's log p)  # issue 39's check
     judge_yes_prob(images, questions) -> np.ndarray                        # P(yes); a score in [-1, 1] is 2p - 1
     question(prompt) -> str                                                # the judge's yes/no question
-    image_size; judge_sides (optional) -> (lo, hi)                         # sides judge_yes_prob takes (else image_size)
+    image_size; judge_sides (optional) -> (lo, hi)                         # sides judge_yes_prob takes (else 32..image_size)
     objective: "tokens" -> image_logits(prompts, tokens)                   # autoregressive image tokens
                "flow"   -> flow_inputs(latents, generator), velocity(x_t, t, prompts)
     autocast(), reference_view(reference), make_reference(), trainable(mode), token_grid

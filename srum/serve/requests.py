@@ -55,9 +55,10 @@ class ImageSides:
 
 def judge_sides(model) -> tuple[int, int]:
     """(fewest, most) pixels a side of an image the model's judge takes: its `judge_sides` (BAGEL: from one ViT patch
-    to its largest image), else its own `image_size` only (the built-in Janus: 32)."""
+    to its largest image), else CompWorld's canvas up to its own `image_size` (Janus resizes to its vision tower's
+    size: the built-in 32 only, a Janus-Pro 32 to 384)."""
     sides = getattr(model, "judge_sides", None)
-    return tuple(sides) if sides else (model.image_size, model.image_size)
+    return tuple(sides) if sides else (min(CANVAS, model.image_size), model.image_size)
 
 
 # ---------------------------------------------------------------- request parsing (no Ray, no model)

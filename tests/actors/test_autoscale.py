@@ -44,6 +44,9 @@ def test_grows_while_starving_shrinks_while_idle_within_bounds(monkeypatch):
     assert [t["action"] for t in scaler.trace] == ["grow", "shrink"]
     assert scaler.metrics.counts[("srum_autoscale_decisions", "grow")] == 1
     scaler.release()
-    assert asked[-1] == []  # withdrawn at the end
+    assert asked[-1] == []  # withdrawn at the end ...
+    n = len(asked)
+    scaler.release()
+    assert len(asked) == n  # ... once (the controller's finally calls it whatever ended the run)
     off = RolloutAutoscaler(RayConfig(), Counted())
     assert steps(off, 0.9, 0, want=1, n=20) is None  # ray.autoscale off: never

@@ -21,6 +21,7 @@ def test_every_row_is_a_valid_change_of_the_bench_config(name):
     cfg = config(ROWS[name])
     assert (cfg == config([])) == (name == "grounded"), f"{name} must change the configuration (and only grounded may not)"
     assert cfg.steps == 800 and cfg.time_budget_min == 0 and cfg.rollout.scenes and cfg.eval.split == "validation"
+    assert (cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt) == (16, 4)  # the table's samples = updates x 64
 
 
 def test_each_matched_control_is_its_row_with_the_judgements_shuffled():

@@ -94,3 +94,25 @@ def test_a_flow_backend_is_skipped_by_name():
 
     assert "bagel backend samples no tokens" in checks(Flow(), 0.1)
     assert checks(Flow(), 0.0) is None and logprob_gap(Flow(), [], 1.0, 0, 0) == {}
+
+
+def test_a_batch_one_version_old_is_checked_with_the_weights_that_sampled_it(tiny_model):
+    """ray.max_staleness 1: the learner keeps the chosen version's weights, re-scores the late batch with them swapped
+    in and puts its own back bit for bit; without the copy (keep 0, or sampled before a resume) it is unchecked."""
+    from srum.learner.agreement import Agreement
+    from srum.rollout.draw import draw_rollouts
+
+    weights = tiny_model.flatten_parameters()
+    keeping, not_keeping = (Agreement(tiny_model, weights, 1.0, 0, keep) for keep in (1, 0))
+    rollouts = draw_rollouts(tiny_model, ["a red square"], 2, seed=0)  # sampled by version 0
+    assert keeping.gap(rollouts, 0)["logprob_gap"] < FP32_TOLERANCE and 0 in keeping.saved
+    not_keeping.gap(rollouts, 0)
+    with torch.no_grad():
+        weights.add_(torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)) * 0.05)  # an update: version 1
+    moved = weights.clone()
+    assert logprob_gap(tiny_model, rollouts, 1.0, 0, version=0)["logprob_gap"] > 100 * FP32_TOLERANCE  # other weights
+    assert keeping.gap(rollouts, 1)["logprob_gap"] < FP32_TOLERANCE  # the copy of version 0
+    assert torch.equal(weights, moved)  # the learner's own weights back, bit for bit
+    assert not_keeping.gap(rollouts, 1) == {"logprob_unchecked": 1}
+    keeping.gap(rollouts, 3)
+    assert 0 not in keeping.saved  # forgotten once no batch of it can come (older than max_staleness)
