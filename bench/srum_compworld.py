@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -170,7 +171,8 @@ def main() -> None:
             against_controls(rows)
             print(json.dumps({name: rows[name], "wall_s": round(time.time() - t)}), flush=True)
             res = identity | {"command": command, "config": str(args.config), "model": cfg.model, "eval_prompts": len(eval_set(split, cfg.eval.prompts)),
-                              "images_per_prompt": k, "eval_seed": cfg.eval.seed, "machine": "2 CPU cores", "base": base_row, "rows": rows}
+                              "images_per_prompt": k, "eval_seed": cfg.eval.seed,
+                              "machine": f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} thread(s) a run", "base": base_row, "rows": rows}
             write(res_file.with_suffix(""), res, markdown(res), notes="\n## What the rows show")
 
 

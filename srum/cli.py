@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--manifest", required=True, type=Path)
     c.set_defaults(func=cmd_world_check)
     s = world.add_parser("prompts", help="write a prompt set as JSONL (an evaluation split, or a slice of the training stream)")
-    s.add_argument("--set", dest="which", choices=["heldout", "validation", "test", "train"], default="heldout")
+    s.add_argument("--set", dest="which", choices=["heldout", "validation", "test", "train"], default="validation")
     s.add_argument("--n", type=int, default=300, help="number of training-stream prompts")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, type=Path)
@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="CompWorld-Bench: generate, check with the oracle, report")
     ev.add_argument("--model", default="builtin")
     ev.add_argument("--prompts", type=Path, help="JSONL prompt file (default: the evaluation split, --split)")
-    ev.add_argument("--split", choices=["heldout", "validation", "test"], default="heldout",
-                    help="without --prompts: heldout (the 300 held-out wordings), or the scene split's validation / test")
+    ev.add_argument("--split", choices=["heldout", "validation", "test"], default="validation",
+                    help="without --prompts: the scene split's validation (choices) or test (claims), or heldout (the old wordings)")
     ev.add_argument("--images-per-prompt", type=int, default=4)
     ev.add_argument("--out", required=True, type=Path)
     ev.add_argument("--seed", type=int, default=0)
@@ -151,7 +151,7 @@ def cmd_world_prompts(args) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be at least 1 (got {args.n})")
-    specs = eval_set(args.which) if args.which != "train" else [training_spec(args.seed, i) for i in range(args.n)]
+    specs = eval_set(args.which) if args.which != "train" else [training_spec(args.seed, i, scenes=True) for i in range(args.n)]
     write_jsonl(args.out, [{"prompt": s.prompt, "category": s.category} for s in specs])
     print(f"wrote {len(specs)} prompts to {args.out}")
     return 0

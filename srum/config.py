@@ -142,12 +142,10 @@ def dump_config(cfg: BaseModel) -> str:
 
 class RolloutConfig(Section):
     prompts: str = "compworld"  # compworld (the training stream) | a .jsonl / .json prompt file
-    # compworld: training scenes only (srum/world/scenes.py), so the validation and test scenes stay unseen. Off
-    # until the built-in is re-pretrained on training scenes (issue 37); the figures so far ran without it
-    scenes: bool = False
+    scenes: bool = True  # compworld: training scenes only (srum/world/scenes.py), those the built-in learned from
     prompts_per_step: int = Field(16, ge=1)  # x samples_per_prompt = 64 own samples a learner step
     # a group per prompt for per-prompt centring, which needs siblings that differ: a prompt passed 28 % of the time
-    # has two samples that differ 40 % of the time, a group of 4 a pass and a failure 73 % (docs/results/srum_compworld.md)
+    # has two samples that differ 40 % of the time, a group of 4 a pass and a failure 73 % (srum_compworld.md at tag archive/wordings-2026-12)
     samples_per_prompt: int = Field(4, ge=1)
     sampling: SamplingConfig = SamplingConfig()
 
@@ -168,6 +166,8 @@ class JudgeConfig(Section):
     # whole group and counted; the run stops when more than this share of the last `failure_window` samples failed.
     max_failure_share: float = Field(0.5, ge=0.0, le=1.0)
     failure_window: int = Field(64, ge=1)  # samples
+    # a judge call (one batch) past this is hung: its samples fail (as above) and on Ray its actor is replaced
+    timeout_s: float = Field(600.0, gt=0)
     kv_cache_mb: int = Field(256, ge=16)  # vllm on CPU: the KV cache's size (vLLM would otherwise take 92 % of RAM)
     max_model_len: int = Field(1024, ge=64)
 
@@ -205,7 +205,7 @@ class RewardConfig(Section):
     unmatched: Literal["negative", "drop"] = "negative"
     # the map's global score is the judge's fine-grained verdict, the lowest of the global answer, every region's score
     # and the relation reading (an image is as good as its worst part); measured better than the paper's global answer
-    # alone (docs/results/srum_compworld.md); false is the paper's form
+    # alone (srum_compworld.md at tag archive/wordings-2026-12); false is the paper's form
     strict_global: bool = True
     # self: the paper's judge, the model's own answers on the whole image and on each proposed region, no rule reads
     # the image; grounded: self plus the prompt's relations read by geometry off the regions the model recognises as
@@ -243,10 +243,10 @@ class LearnerConfig(Section):
 
 
 class EvalConfig(Section):
-    # heldout: the 300 held-out wordings every figure so far used; validation / test: the scene split's held-out
-    # scenes (srum/world/scenes.py), for choices and for claims, once the built-in is pretrained on training scenes
-    split: Literal["heldout", "validation", "test"] = "heldout"
-    prompts: int = Field(300, ge=1)  # the first N prompts of the split (all 300 of heldout by default)
+    # validation / test: the scene split's held-out scenes (srum/world/scenes.py), for choices and for claims;
+    # heldout: the 300 held-out wordings of the figures before the scene split (their scenes may be trained on)
+    split: Literal["heldout", "validation", "test"] = "validation"
+    prompts: int = Field(300, ge=1)  # the first N prompts of the split (validation 303, test 299, heldout 300)
     images_per_prompt: int = Field(4, ge=1)
     seed: int = 0
     sampling: SamplingConfig = SamplingConfig()  # null keys: the model's defaults

@@ -51,6 +51,8 @@ def prepare(run_dir: Path, cfg) -> None:
         part = before.get(section) or {}
         if old in part and new not in part and part[old] in values:
             part[new] = values[part.pop(old)]
+    for (section, key), value in ABSENT_MEANT.items():
+        before.setdefault(section, {}).setdefault(key, value)
     now, defaults = cfg.model_dump(mode="json"), type(cfg)().model_dump(mode="json")
     for key in IDENTITY:
         for path, a, b in _differences(before.get(key), now.get(key), key, defaults.get(key)):
@@ -60,6 +62,9 @@ def prepare(run_dir: Path, cfg) -> None:
 
 RETIRED = "no such option in this srum (renamed or retired: docs/config.md)"
 RENAMED = {("reward", "relations"): ("judge_mode", {True: "grounded", False: "self"})}  # 2026-12-07, issue 37
+# options whose default changed after they were added: a run whose config.yaml lacks one ran with this value, not
+# today's default (so it resumes only with it set so, not silently on another prompt stream)
+ABSENT_MEANT = {("rollout", "scenes"): False}  # 2026-12-08, issue 37: the built-in pretrained on training scenes
 
 
 def _differences(a, b, path: str, default=None):

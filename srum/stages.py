@@ -13,6 +13,7 @@ srum/testing/stand_in.py), which keep the same interface, so an actor never asks
 
 from __future__ import annotations
 
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .config import RewardConfig, TrainConfig
-from .learner.agreement import Agreement, checks
+from .learner.agreement import Agreement
 from .learner.learner import Learner
 from .models import SampleOptions, load_model
 from .models.synced import flat_digest, wire_array
@@ -38,7 +39,7 @@ from .rollout.draw import draw_rollouts
 from .rollout.sources import prompt_source
 from .learner.checkpoints import read_checkpoint, write_checkpoint
 from .testing import stand_in
-from .testing.faults import fault_fires, fault_value
+from .testing.faults import fault_fires, fault_value, hang
 
 
 def make_proposer(r: RewardConfig, device: str = "cpu"):
@@ -125,7 +126,8 @@ class RolloutStage:
         items = self.source.take(batch * r.prompts_per_step, r.prompts_per_step)
         seed = (self.cfg.seed * 1_000_003 + batch) % 2**62
         rollouts = draw_rollouts(self.policy, [it.prompt for it in items], r.samples_per_prompt, seed,
-                                 SampleOptions.of(r.sampling), [it.category for it in items], [it.objects for it in items])
+                                 SampleOptions.of(r.sampling), [it.category for it in items], [it.objects for it in items],
+                                 logprobs=self.cfg.learner.logprob_check > 0)  # recorded only for the check (issue 39)
         drift = fault_value("logprob_drift")  # fault injection: recorded log-probabilities off by batch x drift/100 nats
         for i, ro in enumerate(rollouts):  # ids name the batch and the sample: unique across the run
             ro.id = f"b{batch}-{i}"
@@ -143,6 +145,7 @@ class JudgeStage:
         elif model is None:  # the initial model; a judge that follows the policy loads its weights as it goes
             model = load_policy(cfg) if cfg.learner.judge_follows else load_model(cfg.model, cfg.device)
         self.cfg, self.judge = cfg, make_judge(model, cfg.reward, str(getattr(model, "device", "cpu")))
+        self.calls = self.timed_out = 0  # calls made, and of them those past reward.judge.timeout_s
 
     @property
     def model(self):
@@ -154,9 +157,17 @@ class JudgeStage:
         return getattr(self.judge, "fallbacks", 0)
 
     def score(self, rollouts: list[Rollout]) -> list[Judgement]:
-        """Judgements, a failed one (`failed` set: unparsed, a vLLM error) where the judge could not score."""
+        """Judgements, a failed one (`failed` set: unparsed, a vLLM error, the call past reward.judge.timeout_s)
+        where the judge could not score."""
+        self.calls += 1
+        judge = hang if fault_fires("judge_hang", self.calls) else self.judge.judge  # fault injection: never returns
+        limit = self.cfg.reward.judge.timeout_s
         try:
-            out = self.judge.judge(rollouts)
+            out = within(limit, judge, rollouts)
+        except TimeoutError:  # a hung judge cannot be interrupted: its call is left behind (a Ray judge is replaced)
+            self.timed_out += 1
+            return [Judgement(r.id, 0.0, failed=f"the judge call ran past reward.judge.timeout_s ({limit:g} s)")
+                    for r in rollouts]
         except Exception as e:  # noqa: BLE001 - a served judge's error fails the batch's samples, counted, never a 0
             if self.cfg.reward.judge.engine != "vllm":
                 raise  # srum's own torch judge failing is a bug, not a judge's answer
@@ -170,6 +181,27 @@ class JudgeStage:
     def load(self, flat, version: int) -> None:
         """A judge that follows the policy (learner.judge_follows) reads each published version."""
         load_weights(self.model, flat, version)
+
+
+def within(seconds: float, fn, *args):
+    """fn(*args) in a daemon thread, or TimeoutError once `seconds` pass with it still running (left behind: Python
+    cannot stop a thread; a daemon one does not hold the process open at exit)."""
+    box: dict = {}
+
+    def call():
+        try:
+            box["out"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=call, name="srum-judge-call", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise TimeoutError(f"still running after {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["out"]
 
 
 def drop_failed(rollouts: list[Rollout], judgements: list[Judgement], group: int) -> tuple[list, list, int]:
@@ -198,10 +230,10 @@ class LearnerStage:
         self.cfg, self.shard = cfg, shard  # (rank, world) of a data-parallel learner group
         self.policy = policy if policy is not None else load_policy(cfg)
         self.learner = Learner(self.policy, cfg.learner, cfg.reward, cfg.rollout.samples_per_prompt)
-        if shard[0] == 0 and (why := checks(self.policy, cfg.learner.logprob_check)):
-            print(f"srum: {why}", flush=True)  # said, not silently skipped (issue 39)
         self.agreement = Agreement(self.policy, self.learner.weights_buffer, cfg.learner.logprob_check if shard[0] == 0 else 0,
                                    cfg.seed, cfg.ray.max_staleness if cfg.engine == "ray" else 0)
+        if self.agreement.why:
+            print(f"srum: {self.agreement.why}", flush=True)  # said, not silently skipped (issue 39)
 
     @property
     def version(self) -> int:

@@ -71,13 +71,13 @@ def test_eval_and_judge(tmp_path, tiny_model_dir, capsys):
     assert len(judged) == 6 and all(0 < j["yes_prob"] < 1 for j in judged) and judged[0]["file"] == "00000.png"
 
 
-def test_eval_default_prompts_are_the_heldout_set(tmp_path, tiny_model_dir, monkeypatch):
+def test_eval_default_prompts_are_the_validation_split(tmp_path, tiny_model_dir, monkeypatch):
     import srum.evaluate as ev
 
     seen = {}
     monkeypatch.setattr(ev, "generate_images", lambda m, specs, k, *a, **kw: seen.setdefault("n", len(specs)) and ([], []))
     main(["eval", "--model", str(tiny_model_dir), "--images-per-prompt", "1", "--out", str(tmp_path / "e")])
-    assert seen["n"] == 300
+    assert seen["n"] == 303  # the scene split's validation scenes (srum/world/scenes.py): choices, not claims
 
 
 def test_judge_rejects_a_manifest_with_a_missing_image(tmp_path, tiny_model_dir, capsys):

@@ -104,7 +104,10 @@ def test_prometheus_scrapes_a_running_training_job(ray_head, prometheus, tmp_pat
         first = rollouts_by_worker()
         assert any(first.values()), "no srum rollouts scraped from this job"
         deadline = time.time() + 60  # Ray reports every second, Prometheus scrapes every second; CI may be slow
-        grew = lambda now: any(now.get(w, 0) > v for w, v in first.items())
+
+        def grew(now):
+            return any(now.get(w, 0) > v for w, v in first.items())
+
         while time.time() < deadline and not grew(rollouts_by_worker()):
             time.sleep(1)
         assert grew(rollouts_by_worker()), "the rollout counter of this job's generator did not increase"

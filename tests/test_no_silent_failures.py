@@ -100,6 +100,30 @@ def test_a_judge_failing_5_percent_runs_on_with_the_drops_counted(tmp_path, tiny
     assert r[-1]["version"] == 8 and run_status(run)["judge_failures"] == {"samples": 3, "dropped": 6, "of": 32}
 
 
+def test_a_judge_call_that_hangs_fails_its_samples_at_the_timeout_and_the_run_goes_on(tmp_path, tiny_model_dir, monkeypatch):
+    """reward.judge.timeout_s: the third judge call never returns (SRUM_FAULT judge_hang); after 2 s its samples fail
+    (dropped and counted, never a 0), the run goes on with the next batch."""
+    import time
+
+    monkeypatch.setenv("SRUM_FAULT", f"judge_hang:3:{tmp_path / 'hung'}")
+    run, t = tmp_path / "run", time.monotonic()
+    LocalEngine(cfg(tiny_model_dir, 5, **{"reward.judge.timeout_s": 2}), run, lambda *_: None).run()
+    assert (tmp_path / "hung").exists() and time.monotonic() - t > 2
+    r = rows(run)
+    assert [x["judge_failures"] for x in r] == [0, 0, 4, 0, 0] and r[2]["skipped"] and r[-1]["version"] == 4
+    assert run_status(run)["judge_failures"] == {"samples": 4, "dropped": 4, "of": 20}
+
+
+def test_within_returns_raises_or_times_out():
+    from srum.stages import within
+
+    assert within(5, sum, [1, 2]) == 3
+    with pytest.raises(ZeroDivisionError):
+        within(5, lambda: 1 / 0)
+    with pytest.raises(TimeoutError, match="still running after 0.2 s"):
+        within(0.2, __import__("threading").Event().wait)
+
+
 def test_the_text_judge_fails_a_sample_rather_than_score_it_0():
     from srum.records import Rollout
     from srum.rewards.judge import TextModeJudge

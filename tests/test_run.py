@@ -54,6 +54,11 @@ def test_prepare_resumes_a_run_older_than_an_option_at_its_default(tmp_path):
         prepare(run, load_config(TrainConfig, None, ["reward.judge_mode=self"]))
     with pytest.raises(InputError, match="learner.logprob_check: the run was started with None, this command says 0.5"):
         prepare(run, load_config(TrainConfig, None, ["learner.logprob_check=0.5"]))
+    del old["rollout"]["scenes"]  # older than the scene split's default: it ran on every scene
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(InputError, match="rollout.scenes: the run was started with False, this command says True"):
+        prepare(run, cfg)
+    prepare(run, load_config(TrainConfig, None, ["rollout.scenes=false"]))
 
 
 def test_prepare_refuses_a_file(tmp_path):

@@ -71,8 +71,7 @@ class Controller:
                 "history": self.history[-50:], "stopping": self.stopping.is_set(), "finished": self.finished.is_set()}
 
     def actor_pids(self) -> dict[str, list[int]]:
-        """The process ids of the run's live actors by role (for fault-injection tests and benches). An actor
-        killed but not yet found dead by the loop is left out rather than failing the whole call."""
+        """The process ids of the run's live actors by role, for fault injection (the dead ones left out)."""
         actors = {role: list(g.actors.values()) if g else [] for role, g in (("generator", self.gens), ("judge", self.judges))}
         actors["learner"] = list(self.learners.actors) if self.learners else []
         return {role: live_pids(group) for role, group in actors.items()}
@@ -202,6 +201,9 @@ class Controller:
     def _judged(self, aid: int, b: Batch, ref) -> None:
         got = collect(self.judges, aid, ref, b.meta, b.judgements)
         if got == "ok":
+            if b.meta.pop("judge_hung"):  # its call past reward.judge.timeout_s still runs in there: a fresh judge
+                self.judges.replace(aid)
+                self._restarted("judge", aid, f"batch {b.index}'s samples failed (reward.judge.timeout_s)", "hung")
             self.counts["judged"] += 1
             self.metrics.inc("srum_batches", event="judged")
             self.to_learn.append(b)
@@ -212,8 +214,7 @@ class Controller:
 
     def _learned_step(self) -> bool:
         """Book the learner's finished step, publish and checkpoint as due; False if the learner died."""
-        ref, b = self.learning
-        self.learning = None
+        (ref, b), self.learning = self.learning, None
         try:
             self._learned(ray.get(ref), b)
             if self.step % self.cfg.ray.sync_every == 0:
@@ -248,8 +249,7 @@ class Controller:
                 "stopped": self.stopping.is_set(), "nodes": {"lost": self.nodes.lost, "joined": self.nodes.joined},
                 "autoscale": self.autoscaler.trace}
 
-    def _unfinished(self) -> int:
-        """Batches issued and not yet learned or sent back: the staleness window counts them."""
+    def _unfinished(self) -> int:  # batches issued and not yet learned or sent back: the staleness window counts them
         return len(self.generating) + len(self.to_judge) + len(self.judging) + len(self.to_learn) + (self.learning is not None)
 
     # ---- the learner: (re)started from the newest checkpoint ----
@@ -298,7 +298,7 @@ class Controller:
         self._start_learners()
         return self._publish()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> None:  # where the run stands: the learner's state and the data cursor
         ray.get(self.learner.checkpoint.remote(self.step, self.cursor.state()))
 
     def _publish(self) -> Published:
@@ -344,7 +344,7 @@ class Controller:
         if died is not None:
             self._restarted("generator", died, f"its batch {b.index} is re-issued")
 
-    def _restarted(self, role: str, aid: int, what: str) -> None:  # an actor died and was replaced: count, say
+    def _restarted(self, role: str, aid: int, what: str, how: str = "died") -> None:  # replaced: count, say
         self.metrics.inc("srum_restarts", role=role)
         self.counts[f"restarts_{role}"] += 1
-        print(f"srum: {role}-{aid} died; replaced by a new {role}; {what}", flush=True)
+        print(f"srum: {role}-{aid} {how}; replaced by a new {role}; {what}", flush=True)

@@ -156,7 +156,7 @@ class JudgeActor(Located):
 
     def score(self, rollouts: list, weights: Published | None = None) -> tuple[dict, list]:
         self.version, _, _ = _fetch(weights, self.version, self.stage.load)  # weights: only when the judge follows
-        t = time.perf_counter()
+        t, timed_out = time.perf_counter(), self.stage.timed_out
         judgements = self.stage.score(rollouts)
         dt = time.perf_counter() - t
         self.metrics.observe("srum_judge_latency_seconds", dt)
@@ -166,7 +166,7 @@ class JudgeActor(Located):
         fallbacks = self.stage.fallbacks  # text judges count unparseable outputs
         self.metrics.inc("srum_judge_parse_fallbacks", fallbacks - self.fallbacks)
         self.fallbacks = fallbacks
-        return {"judge_s": dt}, judgements
+        return {"judge_s": dt, "judge_hung": self.stage.timed_out > timed_out}, judgements
 
 
 @ray.remote(max_restarts=0)

@@ -51,15 +51,17 @@ def token_logprobs(policy, prompts: list[str], tokens: torch.Tensor) -> torch.Te
 
 class Agreement:
     """The check for one learner: `gap` before each update, on the batch as sampled. `share` 0 (another rank of a
-    data-parallel group, or the check off) checks nothing."""
+    data-parallel group, or the check off) checks nothing; `why`: why a backend is not checked (said once at start)."""
 
     def __init__(self, policy, weights: torch.Tensor, share: float, seed: int, keep: int):
         self.policy, self.weights, self.seed, self.keep = policy, weights, seed, keep
-        self.share = 0.0 if checks(policy, share) is not None else share
+        self.why = checks(policy, share)
+        self.share = 0.0 if self.why is not None else share
         self.saved: dict[int, torch.Tensor] = {}  # chosen version -> its trainable weights
 
     def gap(self, rollouts, version: int, rows: slice = slice(None)) -> dict:
-        """The row's figures for a batch learned at `version` (before its update), over its `rows`."""
+        """The row's figures for a batch learned at `version` (before its update), over its `rows`: {} when the
+        version that sampled it is not chosen, {"logprob_unchecked": 1} when its weights are gone, else the gap."""
         if self.keep and chosen(self.share, self.seed, version) and version not in self.saved:
             self.saved[version] = self.weights.detach().clone()  # batches of this version may come later
         for v in [v for v in self.saved if v < version - self.keep]:
@@ -73,27 +75,23 @@ class Agreement:
         if not chosen(self.share, self.seed, at := sampled.pop()):
             return {}
         if at == version:
-            return logprob_gap(self.policy, rollouts, 1.0, self.seed, at)
+            return logprob_gap(self.policy, rollouts, at)
         if at not in self.saved:
             return {"logprob_unchecked": 1}  # sampled before this learner's process started (a resume)
         now = self.weights.detach().clone()
         with torch.no_grad():
             self.weights.copy_(self.saved[at])  # the weights that sampled the batch, for the read only
             try:
-                return logprob_gap(self.policy, rollouts, 1.0, self.seed, at)
+                return logprob_gap(self.policy, rollouts, at)
             finally:
                 self.weights.copy_(now)
 
 
-def logprob_gap(policy, rollouts, share: float, seed: int, version: int, rows: slice = slice(None)) -> dict:
-    """The row's figures for one learner step at `version` (before its update), over the batch's `rows` (a data-
-    parallel learner's rank 0 checks its own share): {} when the step is not chosen, {"logprob_unchecked": 1} when
-    its batch was sampled by an older version, else the gap (mean) and its max."""
-    if checks(policy, share) is not None or share <= 0 or not chosen(share, seed, version):
-        return {}
-    rollouts = list(rollouts)[rows]
+def logprob_gap(policy, rollouts, version: int) -> dict:
+    """Recorded against re-scored log-probabilities of rollouts the policy, at `version`, is to read: the gap (mean)
+    and its max, or {"logprob_unchecked": 1} when a rollout was sampled by another version or recorded none."""
     if any(r.policy_version != version or r.logprobs is None for r in rollouts):
-        return {"logprob_unchecked": 1}  # sampled by another version than the learner holds (max_staleness > 0)
+        return {"logprob_unchecked": 1}
     recorded = torch.from_numpy(np.stack([r.logprobs for r in rollouts])).float()
     tokens = torch.from_numpy(np.stack([r.latent for r in rollouts])).long()
     diff = (token_logprobs(policy, [r.prompt for r in rollouts], tokens) - recorded).abs()

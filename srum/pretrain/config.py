@@ -59,8 +59,8 @@ class JanusPretrainConfig(Section):
     # continue from a trained Janus directory or `builtin` (its tokenizer and model) instead of from nothing
     init_from: str | None = None
     # every prompt, scene and image pretraining learns from is of a training scene (srum/world/scenes.py): the
-    # validation and test scenes stay unseen. Off for the shipped built-in (pretrained before the scene split)
-    scenes: bool = False
+    # validation and test scenes stay unseen (the shipped built-in); false: every prompt but the 300 held-out wordings
+    scenes: bool = True
     ema: float = Field(0.995, ge=0, lt=1)
     init_scale: bool = True  # re-initialise the image-token input path at the scale of a text embedding (_scale_init)
     checkpoint_every: int = Field(250, ge=1)

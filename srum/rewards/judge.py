@@ -56,7 +56,7 @@ def verdict_score(g: float, regions: list[Region], relation: float | None = None
     recognises one of the named objects in every proposed region, and the regions it recognises as the prompt's
     objects stand as the prompt says. On the built-in's 2,400 own generations: the global question alone 0.800
     balanced accuracy, with the regions 0.863 (they catch wrong shapes and colours), with the relations too 0.927
-    (docs/results/foundation.md)."""
+    (foundation.md at tag archive/wordings-2026-12)."""
     return min([g, *(r.score for r in regions), *([] if relation is None else [relation])])
 
 

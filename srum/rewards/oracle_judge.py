@@ -5,8 +5,7 @@ g = +1 when the image passes its prompt, -1 when it fails; with `use_local`, eve
 detects is a region, +1 when its (colour, shape) is one the prompt names and -1 when it is not (a wrong
 colour or shape, an unknown blob; a relation or a count has no region to blame). A run with it measures
 how far the same update gets in the same budget with a judge that never errs, so a table can tell a
-judge that limits the gain from an update that does (bench/srum_compworld.py, rows `oracle_judge`,
-`oracle_regions`).
+judge that limits the gain from an update that does (bench/srum_compworld.py, row `oracle`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (its own yes/no recognition of the region's crop), and the relation is read off where those regions stand.
 
 A tiny judge asked "is there a red square above a blue circle?" about the whole image answers by the objects and
-not by where they are (docs/results/foundation.md: on clean renders the prompt's P(yes) beats its reversal's 44 %
+not by where they are (foundation.md at tag archive/wordings-2026-12: on clean renders the prompt's P(yes) beats its reversal's 44 %
 of the time). It does recognise which region shows which object, so the relation is read the way T2I-CompBench
 scores spatial prompts (a detector's boxes, then their centres compared): here the boxes are the judge's region
 proposals and the detector is the model itself.

@@ -5,12 +5,14 @@ process kills itself (SIGKILL, no cleanup) at that point, once (the marker file 
 loss becomes NaN at that update), `corrupt_weights` (a generator flips a value of the weights it loaded for that
 version), `judge_fail` (step: the share of samples a judge fails, in percent; fires for every call, no marker
 needed), `logprob_drift` (step: hundredths of a nat; a generator's recorded log-probabilities of batch b are lowered
-by b times that, every batch, no marker needed). Several faults: separate them with commas."""
+by b times that, every batch, no marker needed), `judge_hang` (step: the n-th judge call of a process never returns,
+for reward.judge.timeout_s). Several faults: separate them with commas."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 
@@ -30,6 +32,11 @@ def fault_fires(where: str, step: int) -> bool:
             Path(marker).write_text(f"{where} {step} pid {os.getpid()}\n")
             return True
     return False
+
+
+def hang(*_) -> None:
+    """A call that never returns (`judge_hang`: the n-th judge call of a process, once)."""
+    threading.Event().wait()
 
 
 def fault_value(where: str) -> int | None:

@@ -46,7 +46,7 @@ class StandInJudge:
     def load(self, flat, version: int) -> None:
         pass  # a stand-in judge never follows the policy
 
-    fallbacks = 0
+    fallbacks = timed_out = 0
 
 
 class StandInLearner:

@@ -32,10 +32,10 @@ def heldout_set() -> list[Spec]:
     return [parse(p) for cat in CATEGORIES for p in held[cat]]
 
 
-def eval_set(split: str = "heldout", n: int | None = None) -> list[Spec]:
-    """An evaluation set: `heldout`, today's 300 held-out wordings (whose scenes may also be training prompts'), or
-    `validation` / `test`, the held-out scenes of the scene split (srum/world/scenes.py: validation for choices,
-    test for claims); the first `n` of it."""
+def eval_set(split: str = "validation", n: int | None = None) -> list[Spec]:
+    """An evaluation set: `validation` / `test`, the held-out scenes of the scene split (srum/world/scenes.py:
+    validation for choices, test for claims), or `heldout`, the 300 held-out wordings of the figures before it (whose
+    scenes may also be training prompts'); the first `n` of it."""
     if split == "heldout":
         return heldout_set()[:n]
     if split not in ("validation", "test"):

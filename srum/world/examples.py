@@ -63,7 +63,7 @@ def _example(rng: random.Random, spec, resized: float, edited: float, edits: tup
     if reversed_relations and spec.relations and rng.random() < reversed_relations:
         # the scene's render asked with its relation reversed (left <-> right, above <-> below): the one detail the
         # judge must read the layout for. The shipped judge says yes to a render's reversed prompt as readily as to
-        # its own (docs/results/foundation.md); the oracle labels it (a render keeps its relation by 4 px: no)
+        # its own (foundation.md at tag archive/wordings-2026-12); the oracle labels it (a render keeps its relation by 4 px: no)
         return _judged(draw(layout(spec, rng)), reverse_relation(spec), rng, "reversed relation")
     if edited and rng.random() < edited:  # a generator's kind of mistake: an object too many, wrong, missing or misbound
         objs = layout(edit_scene(spec, rng, edits, scenes), rng)

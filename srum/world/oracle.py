@@ -145,7 +145,7 @@ def describe(image: np.ndarray, relations: bool = False) -> str:
     With `relations`, each group after the first is joined to the one before by how they stand ("a red square
     to the left of a blue circle", `group_relation`) where every object of one stands that way to every object
     of the other; by "and" where none does: relations named token by token, where a yes/no answer about a
-    relation gives one bit (which a tiny judge did not learn from, docs/results/foundation.md)."""
+    relation gives one bit (which a tiny judge did not learn from, foundation.md at tag archive/wordings-2026-12)."""
     groups = collections.defaultdict(list)
     for d in detect(image):
         groups[(d.color, d.shape)].append(d.centre)

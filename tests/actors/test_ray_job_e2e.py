@@ -78,8 +78,11 @@ def test_srum_scale_resizes_a_running_job(ray_head, tmp_path):
                     "--set", "ray.stand_in.generate_s=0.15", "--set", "ray.stand_in.judge_s=0.01",
                     "--set", "ray.stand_in.learn_s=0.01", "--set", "ray.stand_in.weights_mb=1", *SMALL, wait=False)
     env = {**ray_head.env, "RAY_ADDRESS": ray_head.address}
-    scale = lambda n: subprocess.run([SRUM, "scale", "--generators", str(n), "--name", "e2e-scale"], env=env,
-                                     capture_output=True, text=True, timeout=120)
+
+    def scale(n):
+        return subprocess.run([SRUM, "scale", "--generators", str(n), "--name", "e2e-scale"], env=env,
+                              capture_output=True, text=True, timeout=120)
+
     wait_rows(run / "metrics.jsonl", lambda rows: len(rows) >= 5)
     p = scale(2)
     assert p.returncode == 0, p.stderr

@@ -19,7 +19,7 @@ from srum.status import run_status
 @pytest.fixture(scope="module")
 def faulty_ray(tmp_path_factory):
     markers = tmp_path_factory.mktemp("markers")
-    env = {"SRUM_FAULT": f"corrupt_weights:2:{markers / 'corrupt'},nan_loss:3:{markers / 'nan'}"}
+    env = {"SRUM_FAULT": f"corrupt_weights:2:{markers / 'corrupt'},nan_loss:3:{markers / 'nan'},judge_hang:6:{markers / 'hang'}"}
     start_local_ray(num_cpus=2, log_to_driver=False, runtime_env={
         "env_vars": env, "worker_process_setup_hook": "srum.actors.driver.loopback_serve_replicas"})
     yield markers
@@ -57,3 +57,19 @@ def test_a_corrupted_weight_version_and_a_nan_loss_stop_the_run_by_name(faulty_r
     RayEngine(cfg_for(tiny_model_dir, 4), straight, lines.append).run()
     a, b = (load_model(r / "checkpoints" / "step_000004" / "model").flat_weights() for r in (run, straight))
     assert torch.equal(a, b)
+
+
+def test_a_hung_judge_fails_its_batch_at_the_timeout_and_is_replaced(faulty_ray, tmp_path, tiny_model_dir):
+    """reward.judge.timeout_s on the Ray engine: the judge's sixth call never returns (judge_hang); after 3 s its
+    samples fail (dropped, counted), the actor is replaced by a fresh judge and the run goes on to its last step."""
+    lines, run = [], tmp_path / "hung"
+    for fired in ("corrupt", "nan"):  # the module's other faults: spent (so that this test also runs alone)
+        (faulty_ray / fired).touch()
+    cfg = cfg_for(tiny_model_dir, 8)
+    cfg.reward.judge.timeout_s = 3
+    out = RayEngine(cfg, run, lines.append).run()
+    assert (faulty_ray / "hang").exists() and out["steps_done"] == 8 and out["ray"]["restarts"]["judge"] == 1
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["judge_failures"] for r in rows] == [0] * 5 + [4] + [0] * 2 and rows[5]["skipped"]
+    assert [r["restarts_judge"] for r in rows] == [0] * 5 + [1] * 3  # replaced when its failed batch came back
+    assert run_status(run)["judge_failures"] == {"samples": 4, "dropped": 4, "of": 32}

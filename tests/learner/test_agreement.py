@@ -11,7 +11,7 @@ import torch
 from srum.config import TrainConfig, load_config
 from srum.engine import LocalEngine
 from srum.io import StopRun
-from srum.learner.agreement import checks, chosen, logprob_gap
+from srum.learner.agreement import Agreement, checks, chosen, logprob_gap
 from srum.models import SampleOptions
 from srum.status import run_status
 
@@ -82,10 +82,11 @@ def test_a_share_of_steps_is_checked_and_older_batches_count_as_unchecked(tiny_m
     picked = [v for v in range(1000) if chosen(0.1, 0, v)]
     assert 60 < len(picked) < 140 and picked == [v for v in range(1000) if chosen(0.1, 0, v)]
     assert not any(chosen(0.0, 0, v) for v in range(100)) and all(chosen(1.0, 0, v) for v in range(100))
-    rollouts = draw_rollouts(tiny_model, ["a red square"], 2, seed=0)
-    assert logprob_gap(tiny_model, rollouts, 1.0, 0, version=0)["logprob_gap"] < FP32_TOLERANCE
-    assert logprob_gap(tiny_model, rollouts, 1.0, 0, version=1) == {"logprob_unchecked": 1}  # the learner moved on
-    assert logprob_gap(tiny_model, rollouts, 0.0, 0, version=0) == {}
+    assert draw_rollouts(tiny_model, ["a red square"], 2, seed=0)[0].logprobs is None  # recorded only when asked
+    rollouts = draw_rollouts(tiny_model, ["a red square"], 2, seed=0, logprobs=True)
+    assert logprob_gap(tiny_model, rollouts, version=0)["logprob_gap"] < FP32_TOLERANCE
+    assert logprob_gap(tiny_model, rollouts, version=1) == {"logprob_unchecked": 1}  # the learner moved on
+    assert Agreement(tiny_model, tiny_model.flatten_parameters(), 0.0, 0, 0).gap(rollouts, 0) == {}  # the check off
 
 
 def test_a_flow_backend_is_skipped_by_name():
@@ -93,24 +94,23 @@ def test_a_flow_backend_is_skipped_by_name():
         kind, objective = "bagel", "flow"
 
     assert "bagel backend samples no tokens" in checks(Flow(), 0.1)
-    assert checks(Flow(), 0.0) is None and logprob_gap(Flow(), [], 1.0, 0, 0) == {}
+    assert checks(Flow(), 0.0) is None and Agreement(Flow(), torch.zeros(1), 1.0, 0, 0).gap([], 0) == {}
 
 
 def test_a_batch_one_version_old_is_checked_with_the_weights_that_sampled_it(tiny_model):
     """ray.max_staleness 1: the learner keeps the chosen version's weights, re-scores the late batch with them swapped
     in and puts its own back bit for bit; without the copy (keep 0, or sampled before a resume) it is unchecked."""
-    from srum.learner.agreement import Agreement
     from srum.rollout.draw import draw_rollouts
 
     weights = tiny_model.flatten_parameters()
     keeping, not_keeping = (Agreement(tiny_model, weights, 1.0, 0, keep) for keep in (1, 0))
-    rollouts = draw_rollouts(tiny_model, ["a red square"], 2, seed=0)  # sampled by version 0
+    rollouts = draw_rollouts(tiny_model, ["a red square"], 2, seed=0, logprobs=True)  # sampled by version 0
     assert keeping.gap(rollouts, 0)["logprob_gap"] < FP32_TOLERANCE and 0 in keeping.saved
     not_keeping.gap(rollouts, 0)
     with torch.no_grad():
         weights.add_(torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)) * 0.05)  # an update: version 1
     moved = weights.clone()
-    assert logprob_gap(tiny_model, rollouts, 1.0, 0, version=0)["logprob_gap"] > 100 * FP32_TOLERANCE  # other weights
+    assert logprob_gap(tiny_model, rollouts, version=0)["logprob_gap"] > 100 * FP32_TOLERANCE  # other weights
     assert keeping.gap(rollouts, 1)["logprob_gap"] < FP32_TOLERANCE  # the copy of version 0
     assert torch.equal(weights, moved)  # the learner's own weights back, bit for bit
     assert not_keeping.gap(rollouts, 1) == {"logprob_unchecked": 1}
