@@ -47,7 +47,7 @@ def test_data_is_a_pure_function_of_seed_and_step():
     a, b = gen_batch(cfg, 3), gen_batch(cfg, 3)
     assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
     assert not np.array_equal(a[0], gen_batch(cfg, 4)[0])
-    assert all(passes(img, training_spec(cfg.seed, 3 * cfg.gen_batch + i)) for i, img in enumerate(a[0]))
+    assert all(passes(img, training_spec(cfg.seed, 3 * cfg.gen_batch + i, scenes=cfg.scenes)) for i, img in enumerate(a[0]))
 
 
 def test_understanding_labels_follow_the_world(tiny_janus32_dir):
