@@ -56,7 +56,7 @@ METRICS = {m.name: m for m in [
            "recorded and the learner's re-scoring with the same version, at the steps it checks (learner.logprob_check; "
            "absent for flow backends); the run warns above learner.logprob_warn, stops above learner.logprob_stop"),
     Metric("srum_idle_ratio", "gauge", "fraction of wall time a stage's actor waited for work", ("stage",)),
-    Metric("srum_restarts", "counter", "dead actors replaced (label role: the role of the replaced actors)"),
+    Metric("srum_restarts", "counter", "actors replaced, dead or hung (a judge call past reward.judge.timeout_s; label role: the role of the replaced actors)"),
     Metric("srum_samples_per_second", "gauge", "scored samples learned from per second, end to end"),
     Metric("srum_nodes_lost", "counter", "cluster nodes that died during the run (their actors were replaced)"),
     Metric("srum_autoscale_decisions", "counter", "generators added (grow) or retired (shrink) by ray.autoscale", ("action",)),
